@@ -1,0 +1,38 @@
+"""Weight-only int8 for decode, applied to a built model from outside (as gpt-fast does).
+
+At one token per step a matmul is a GEMV bound by memory bandwidth; on these CPUs bf16 GEMV is
+slow while `_weight_int8pack_mm` reads a quarter of fp32's bytes (measured ~2x faster than bf16).
+Prefill stays on the bf16 weights, where AMX matmuls win.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_INT8_ROWS = 4  # above this many tokens the bf16 matmul is faster (measured at 4 vs 64 rows)
+
+
+class Int8DecodeLinear(nn.Module):
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+        w = linear.weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # per output channel
+        self.register_buffer("qweight", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales.to(linear.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > MAX_INT8_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        out = torch._weight_int8pack_mm(x, self.qweight, self.scales)
+        return out if self.bias is None else out + self.bias
+
+
+def add_int8_decode_weights(model: nn.Module) -> nn.Module:
+    """Wraps every Linear of a bf16 model; fp32 models are left exact."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
+            setattr(model, name, Int8DecodeLinear(child))
+        else:
+            add_int8_decode_weights(child)
+    return model

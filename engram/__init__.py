@@ -1,0 +1,1 @@
+"""engram: see ../shared/DESIGN.md."""

@@ -1,0 +1,85 @@
+"""The `zhiyin` command. Each verb parses its arguments, calls the app core, prints the result.
+
+User errors (EngineError and subclasses) become one translated line on stderr and exit code 2.
+"""
+
+import argparse
+import os
+import sys
+
+from zhiyin.i18n import _, translate_error
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zhiyin",
+        description=_("Zhiyin (知音): a local, private coding assistant."),
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar=_("COMMAND"), required=True)
+
+    gen = verbs.add_parser("generate", help=_("Complete code or answer a question with the local model."),
+                           description=_("Stream a completion of PROMPT from the local model."))
+    gen.add_argument("prompt", nargs="?", default=None,
+                     help=_("the text to complete; read from standard input when omitted or '-'"))
+    gen.add_argument("--chat", action="store_true",
+                     help=_("treat PROMPT as a chat message and answer it with the model's chat template"))
+    gen.add_argument("--suffix", default=None,
+                     help=_("code after the cursor: fill in the middle (for models with FIM tokens)"))
+    gen.add_argument("--system", default=None, help=_("system message for --chat"))
+    _add_model_arguments(gen)
+    gen.add_argument("--max-tokens", type=int, default=256, help=_("most tokens to generate (default: %(default)s)"))
+    gen.add_argument("--temperature", type=float, default=0.0,
+                     help=_("sampling temperature; 0 picks the most likely token (default: %(default)s)"))
+    gen.add_argument("--top-k", type=int, default=0, help=_("sample among the K most likely tokens; 0: all"))
+    gen.add_argument("--top-p", type=float, default=1.0, help=_("nucleus sampling threshold (default: %(default)s)"))
+    gen.add_argument("--repeat-penalty", type=float, default=1.0,
+                     help=_("penalty for tokens already present; 1.0: off (default: %(default)s)"))
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                     help=_("stop before this text; may be given several times"))
+    gen.add_argument("--seed", type=int, default=None, help=_("random seed, for repeatable sampling"))
+    gen.add_argument("--quiet", action="store_true", help=_("print only the generated text, no statistics"))
+
+    model = verbs.add_parser("model", help=_("List the models Zhiyin knows."))
+    model_verbs = model.add_subparsers(dest="model_verb", metavar=_("COMMAND"), required=True)
+    model_verbs.add_parser("list", help=_("Show the known models and where their files are."))
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default=None,
+                        help=_("model name from `zhiyin model list`, or a GGUF file or Hugging Face folder"))
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default=None,
+                        help=_("weight and KV precision (default: bf16; fp32 is exact but slower)"))
+    parser.add_argument("--threads", type=int, default=None, help=_("CPU threads (default: all cores)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.errors import EngineError
+
+    try:
+        if args.verb == "generate":
+            from zhiyin.commands.generate import run_generate
+
+            return run_generate(args)
+        if args.verb == "model":
+            from zhiyin.commands.models import run_model_list
+
+            return run_model_list(args)
+    except EngineError as error:
+        print(_("error: {message}").format(message=translate_error(error)), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `zhiyin generate ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI verb: parse nothing, call the app core, print."""

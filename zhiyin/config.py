@@ -1,0 +1,98 @@
+"""Settings: per-user `~/.config/zhiyin/config.toml`, then per-repository `.zhiyin.toml` over it.
+
+```toml
+model = "smollm2-135m-instruct"   # a name from `zhiyin model list`, or a path
+models_dirs = ["~/models"]        # folders scanned for *.gguf files and HF model folders
+[models]                          # your own names for model files
+coder = "~/models/qwen2.5-coder-1.5b-instruct-q8_0.gguf"
+[engine]
+dtype = "bf16"                    # or "fp32"
+threads = 2
+kv_cache_mib = 512
+```
+"""
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from engine.errors import N_, EngineError
+
+REPO_CONFIG_NAME = ".zhiyin.toml"
+
+
+class ConfigError(EngineError):
+    message = N_("Cannot read the configuration file {path}: {detail}. Fix or delete it.")
+
+
+@dataclass
+class EngineSettings:
+    dtype: str = "bf16"
+    threads: int | None = None
+    kv_cache_mib: int = 512
+    int8_decode: bool = True
+
+
+@dataclass
+class Config:
+    model: str | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    models_dirs: list[Path] = field(default_factory=list)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    sources: list[Path] = field(default_factory=list)  # the files this came from
+
+
+def user_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("zhiyin")) / "config.toml"
+
+
+def find_repo_config(start: Path) -> Path | None:
+    for folder in [start, *start.parents]:
+        candidate = folder / REPO_CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def load_config(cwd: Path | None = None) -> Config:
+    config = Config()
+    repo_config = find_repo_config((cwd or Path.cwd()).resolve())
+    for path in [user_config_path(), repo_config]:
+        if path is not None and path.is_file():
+            _merge(config, _read(path), path)
+            config.sources.append(path)
+    return config
+
+
+def _read(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(path=str(path), detail=str(e)) from None
+
+
+def _merge(config: Config, data: dict, path: Path) -> None:
+    def expect(value, kind, key):
+        if not isinstance(value, kind):
+            raise ConfigError(path=str(path), detail=f"'{key}' = {value!r}")
+        return value
+
+    if "model" in data:
+        config.model = expect(data["model"], str, "model")
+    for name, value in expect(data.get("models", {}), dict, "models").items():
+        config.models[name] = expect(value, str, f"models.{name}")
+    for folder in expect(data.get("models_dirs", []), list, "models_dirs"):
+        config.models_dirs.append(Path(expect(folder, str, "models_dirs")).expanduser())
+    engine = expect(data.get("engine", {}), dict, "engine")
+    defaults = EngineSettings()
+    for key, value in engine.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(path=str(path), detail=f"unknown key 'engine.{key}'")
+        kind = str if key == "dtype" else bool if key == "int8_decode" else int
+        setattr(config.engine, key, expect(value, kind, f"engine.{key}"))
+    if config.engine.dtype not in ("bf16", "fp32"):
+        raise ConfigError(path=str(path), detail=f"engine.dtype = {config.engine.dtype!r} (use bf16 or fp32)")
