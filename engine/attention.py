@@ -87,9 +87,10 @@ def merge_partials(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor
 
 def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, group: int) -> torch.Tensor:
     num_kv_heads, _, head_dim = k.shape
-    q = (q.view(num_kv_heads, group, head_dim) * scale).to(k.dtype)  # [Hkv, G, D]
-    scores = torch.bmm(q, k.transpose(1, 2))  # [Hkv, G, ctx]
-    probs = scores.float().softmax(-1).to(v.dtype)
+    q = (q.reshape(num_kv_heads, group, head_dim) * scale).to(k.dtype).transpose(1, 2)  # [Hkv, D, G]
+    # K stays the left operand: a transposed view of the pool would make bmm copy the whole context.
+    scores = torch.bmm(k, q)  # [Hkv, ctx, G]
+    probs = torch.softmax(scores.transpose(1, 2).contiguous(), -1, dtype=torch.float32).to(v.dtype)  # [Hkv, G, ctx]
     return torch.bmm(probs, v).view(1, num_kv_heads * group, head_dim)  # [1, H, D]
 
 

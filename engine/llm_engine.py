@@ -68,9 +68,10 @@ def build_model(checkpoint: Checkpoint, options: EngineOptions) -> Transformer:
     for name in required_tensor_names(config):
         if name not in tensors:
             raise MissingTensorError(path=str(checkpoint.path), name=name, arch=config.arch)
+    dtype = DTYPES[options.dtype]
     with torch.device("meta"):
-        model = Transformer(config)
-    model = model.to_empty(device="cpu").to(DTYPES[options.dtype])
+        model = Transformer(config, dtype)
+    model = model.to_empty(device="cpu").to(dtype).keep_norms_fp32()
     model.load_hf_weights(tensors)
     if config.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight

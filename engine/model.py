@@ -15,15 +15,16 @@ from engine.rope import RotaryEmbedding, apply_rotary
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    """Normalises the fp32 residual stream (fp32 weight too); returns `out_dtype` for the next matmul."""
+
+    def __init__(self, dim: int, eps: float, out_dtype: torch.dtype) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.out_dtype = out_dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps).to(self.out_dtype)
 
 
 class Attention(nn.Module):
@@ -38,12 +39,12 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
         num_tokens = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = apply_rotary(q.view(num_tokens, self.num_heads, self.head_dim), cos, sin)  # [T, H, D]
-        k = apply_rotary(k.view(num_tokens, self.num_kv_heads, self.head_dim), cos, sin)  # [T, Hkv, D]
+        qk, v = self.qkv_proj(x).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        qk = apply_rotary(qk.view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim), cos, sin)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
         write_kv(k_cache, v_cache, k, v.view(num_tokens, self.num_kv_heads, self.head_dim), meta)
         out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # [T, H, D]
-        return self.o_proj(out.reshape(num_tokens, self.q_size).to(x.dtype))
+        return self.o_proj(out.reshape(num_tokens, self.q_size).to(self.o_proj.weight.dtype))
 
 
 class MLP(nn.Module):
@@ -59,11 +60,11 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, dtype: torch.dtype) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_eps, dtype)
         self.self_attn = Attention(config)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_eps, dtype)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, k_cache, v_cache, meta) -> torch.Tensor:
@@ -72,12 +73,14 @@ class DecoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    """Build it, then `.to(dtype)` and `keep_norms_fp32()`: matmuls run in `dtype`, the residual in fp32."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_eps)
+        self.layers = nn.ModuleList(DecoderLayer(config, dtype) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_eps, dtype)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -89,12 +92,18 @@ class Transformer(nn.Module):
         logits_for: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids, positions: [T]. Returns fp32 logits [N, V] for the rows in `logits_for` (default: last)."""
-        x = self.embed_tokens(input_ids)  # [T, d]
+        x = self.embed_tokens(input_ids).float()  # [T, d]: the residual stream stays fp32
         cos, sin = self.rotary(positions)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, kv.k[i], kv.v[i], meta)
         x = x[-1:] if logits_for is None else x[logits_for]
         return self.lm_head(self.norm(x)).float()
+
+    def keep_norms_fp32(self) -> "Transformer":
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                module.float()
+        return self
 
     def load_hf_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         """Loads HF-named tensors, fusing q/k/v and gate/up. Consumes `tensors` to bound peak memory."""

@@ -40,7 +40,9 @@ class RotaryEmbedding:
     def _table(self, num_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = torch.outer(torch.arange(num_positions, dtype=torch.float64, device="cpu"), self.inv_freq)
         angles = torch.cat([freqs, freqs], dim=-1)  # [P, D]
-        return angles.cos().float(), angles.sin().float()
+        # rotate_half(x) = [-x2, x1]: the minus goes into the first half of sin.
+        sign = torch.cat([-torch.ones_like(freqs), torch.ones_like(freqs)], dim=-1)
+        return angles.cos().float(), (angles.sin() * sign).float()
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin: [T, 1, D] for broadcasting over heads."""
@@ -50,8 +52,7 @@ class RotaryEmbedding:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [T, H, D]; rotation computed in fp32, returned in x's dtype."""
-    xf = x.float()
-    half = xf.shape[-1] // 2
-    rotated = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
+    """x: [T, H, D]; returns fp32. `sin` carries the rotate-half sign (see `RotaryEmbedding`)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    return torch.addcmul(x * cos, rotated.float(), sin)

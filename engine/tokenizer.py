@@ -88,11 +88,11 @@ class Tokenizer:
         if path.is_dir():
             path = path / "tokenizer.json"
         if not path.is_file():
-            raise TokenizerMissingError(path=path)
+            raise TokenizerMissingError(path=str(path))
         try:
             backend = HFTokenizer.from_file(str(path))
         except Exception as error:  # the Rust parser raises plain Exception for bad JSON
-            raise CorruptModelError(path=path, detail=f"unreadable tokenizer.json: {error}") from error
+            raise CorruptModelError(path=str(path), detail=f"unreadable tokenizer.json: {error}") from error
         config = config or {}
         bos_id = _config_token_id(backend, config.get("bos_token"))
         eos_id = _config_token_id(backend, config.get("eos_token"))
@@ -117,17 +117,17 @@ class Tokenizer:
         """The tokenizer a GGUF file describes; ``metadata`` maps GGUF keys to Python values."""
         tokens: list[str] | None = metadata.get("tokenizer.ggml.tokens")
         if not tokens:
-            raise TokenizerMissingError(path=path)
+            raise TokenizerMissingError(path=str(path))
         kind = metadata.get("tokenizer.ggml.model")
         types = list(metadata.get("tokenizer.ggml.token_type") or [GGUF_TOKEN_NORMAL] * len(tokens))
         if len(types) != len(tokens):
-            raise CorruptModelError(path=path, detail="token types do not match the tokens")
+            raise CorruptModelError(path=str(path), detail="token types do not match the tokens")
         if kind == "gpt2":
             backend, default_bos = _byte_level_bpe(metadata, tokens, path)
         elif kind == "llama":
             backend, default_bos = _sentencepiece_bpe(metadata, tokens, path), True
         else:
-            raise CorruptModelError(path=path, detail=f"unsupported tokenizer model '{kind}'")
+            raise CorruptModelError(path=str(path), detail=f"unsupported tokenizer model '{kind}'")
         # Add the special tokens after the model, with their ids in the file: added tokens are
         # matched whole in the text, before the pre-tokenizer could cut them.
         backend.add_special_tokens(_added_tokens(tokens, types, GGUF_TOKEN_CONTROL))
@@ -204,10 +204,10 @@ def _byte_level_bpe(metadata: dict, tokens: list[str], path: Path) -> tuple[HFTo
     """GPT-2 style BPE over bytes spelled as characters ("Ġ" is the space)."""
     merges = metadata.get("tokenizer.ggml.merges")
     if not merges:
-        raise CorruptModelError(path=path, detail="byte-level tokenizer without merges")
+        raise CorruptModelError(path=str(path), detail="byte-level tokenizer without merges")
     pre = metadata.get("tokenizer.ggml.pre") or "default"
     if pre not in _PRE_SPLITS:
-        raise CorruptModelError(path=path, detail=f"unsupported pre-tokenizer '{pre}'")
+        raise CorruptModelError(path=str(path), detail=f"unsupported pre-tokenizer '{pre}'")
     pairs = [tuple(m.split(" ", 1)) for m in merges]
     backend = HFTokenizer(models.BPE(_vocab(tokens), pairs, ignore_merges=pre in _LLAMA3_NAMES))
     splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in _PRE_SPLITS[pre]]
@@ -223,7 +223,7 @@ def _sentencepiece_bpe(metadata: dict, tokens: list[str], path: Path) -> HFToken
     scores = metadata.get("tokenizer.ggml.scores")
     merges = metadata.get("tokenizer.ggml.merges")
     if not scores and not merges:
-        raise CorruptModelError(path=path, detail="sentencepiece tokenizer without scores")
+        raise CorruptModelError(path=str(path), detail="sentencepiece tokenizer without scores")
     vocab = _vocab(tokens)
     if merges:
         pairs = [tuple(m.split(" ", 1)) for m in merges]

@@ -175,6 +175,7 @@ def test_tokenizer_json_matches_transformers(tmp_path: Path) -> None:
         ids = tok.encode(text, allow_special=True)
         assert ids == ref(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
+    assert tok.encode("<|im_end|>", allow_special=True) == [2] != tok.encode("<|im_end|>")
     # A folder works too; its tokenizer_config.json may switch BOS off.
     assert not Tokenizer.from_file(tmp_path, {"add_bos_token": False}).add_bos
 
@@ -203,8 +204,8 @@ def test_sentencepiece_gguf_matches_transformers() -> None:
 
     metadata = _sentencepiece_metadata()
     tok = Tokenizer.from_gguf_metadata(metadata, Path("spm.gguf"))
-    renames = {"tokens": "tokens", "scores": "scores", "token_type": "token_type", "model": "tokenizer_type"}
-    ref, _ = convert_gguf_tokenizer("llama", {v: metadata[f"tokenizer.ggml.{k}"] for k, v in renames.items()})
+    fields = {key: metadata[f"tokenizer.ggml.{key}"] for key in ("tokens", "scores", "token_type")}
+    ref, _ = convert_gguf_tokenizer("llama", {"tokenizer_type": "llama", **fields})
     # The converter's Metaspace adds no "▁" before text that starts with a space; SentencePiece,
     # llama.cpp and Llama 2's own tokenizer.json (these normalizers) always add it.
     ref.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
