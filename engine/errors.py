@@ -83,7 +83,7 @@ class TokenizerMissingError(EngineError):
 class PromptTooLongError(EngineError):
     message = N_(
         "The prompt has {num_tokens} tokens, more than the context window of "
-        "{max_tokens}. Shorten the prompt or lower --max-tokens."
+        "{max_tokens}. Shorten the prompt, or use a model with a longer context."
     )
 
 

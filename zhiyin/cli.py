@@ -7,10 +7,32 @@ import argparse
 import os
 import sys
 
-from zhiyin.i18n import _, translate_error
+from zhiyin.i18n import N_, _, translate_error
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+# argparse's own words, in our catalogs; argparse looks its module-level `_` up at call time.
+ARGPARSE_MESSAGES = (
+    N_("usage: "), N_("positional arguments"), N_("options"), N_("show this help message and exit"),
+    N_("the following arguments are required: %s"), N_("unrecognized arguments: %s"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"), N_("argument %(argument_name)s: %(message)s"),
+    N_("%(prog)s: error: %(message)s\n"), N_("invalid %(type)s value: %(value)r"), N_("expected one argument"),
+)
+argparse._ = _
+
+
+def _bounded(kind, low: float, high: float = float("inf"), *, low_open: bool = False):
+    """An argparse type: a number in [low, high] (or (low, high] when `low_open`)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(_("not a number: {value}").format(value=text)) from None
+        if value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(_("{value} is out of range").format(value=text))
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=_("code after the cursor: fill in the middle (for models with FIM tokens)"))
     gen.add_argument("--system", default=None, help=_("system message for --chat"))
     _add_model_arguments(gen)
-    gen.add_argument("--max-tokens", type=int, default=256, help=_("most tokens to generate (default: %(default)s)"))
-    gen.add_argument("--temperature", type=float, default=0.0,
+    gen.add_argument("--max-tokens", type=_bounded(int, 0), default=256, help=_("most tokens to generate (default: %(default)s)"))
+    gen.add_argument("--temperature", type=_bounded(float, 0), default=0.0,
                      help=_("sampling temperature; 0 picks the most likely token (default: %(default)s)"))
-    gen.add_argument("--top-k", type=int, default=0, help=_("sample among the K most likely tokens; 0: all"))
-    gen.add_argument("--top-p", type=float, default=1.0, help=_("nucleus sampling threshold (default: %(default)s)"))
-    gen.add_argument("--repeat-penalty", type=float, default=1.0,
+    gen.add_argument("--top-k", type=_bounded(int, 0), default=0, help=_("sample among the K most likely tokens; 0: all"))
+    gen.add_argument("--top-p", type=_bounded(float, 0, 1, low_open=True), default=1.0, help=_("nucleus sampling threshold (default: %(default)s)"))
+    gen.add_argument("--repeat-penalty", type=_bounded(float, 0, low_open=True), default=1.0,
                      help=_("penalty for tokens already present; 1.0: off (default: %(default)s)"))
     gen.add_argument("--stop", action="append", default=[], metavar="TEXT",
                      help=_("stop before this text; may be given several times"))
@@ -53,7 +75,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help=_("model name from `zhiyin model list`, or a GGUF file or Hugging Face folder"))
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default=None,
                         help=_("weight and KV precision (default: bf16; fp32 is exact but slower)"))
-    parser.add_argument("--threads", type=int, default=None, help=_("CPU threads (default: all cores)"))
+    parser.add_argument("--threads", type=_bounded(int, 1), default=None, help=_("CPU threads (default: all cores)"))
 
 
 def main(argv: list[str] | None = None) -> int:

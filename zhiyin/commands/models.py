@@ -7,9 +7,9 @@ from rich.table import Table
 
 from engine.model_files import known_models
 from zhiyin.config import load_config
-from zhiyin.i18n import _
+from zhiyin.i18n import N_, _
 
-SOURCE_LABELS = {"default": "default model", "config": "configuration", "models_dir": "models folder"}
+SOURCE_LABELS = {"default": N_("default model"), "config": N_("configuration"), "models_dir": N_("models folder")}
 
 
 def run_model_list(args: argparse.Namespace) -> int:
