@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast bench lint catalogs clean
+.PHONY: install run test test-fast bench bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,9 @@ catalogs: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# llama.cpp as a benchmark baseline (not a dependency of Zhiyin). GGML_NATIVE=ON builds die with an
+# illegal instruction on these machines: name the instruction sets instead.
+LLAMA_CPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+bench-baselines: install
+	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" $(PY) -m pip install --quiet llama-cpp-python==0.3.36
