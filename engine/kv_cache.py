@@ -1,7 +1,10 @@
 """Paged KV storage: one pool of fixed-size blocks per layer, head-major.
 
-Layout [num_kv_heads, num_slots, head_dim] per layer: a run of consecutive blocks is a plain view
-([H, T, D], each head a contiguous matrix), which the attention matmuls read without a copy.
+Values: [num_kv_heads, num_slots, head_dim] per layer, a row per token. Keys are stored transposed
+within each block, [num_kv_heads, num_blocks, head_dim, block_size], a row per head dimension: a
+decode step's scores are then weighted sums of key rows and its output a weighted sum of value
+rows, which `torch.embedding_bag` computes straight through the block table (see attention.py).
+A run of consecutive blocks is still a plain view for prefill's values; its keys are one copy.
 """
 
 import torch
@@ -15,9 +18,10 @@ class KVCache:
     def __init__(self, config: ModelConfig, num_blocks: int, dtype: torch.dtype, block_size: int = BLOCK_SIZE) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        shape = (config.num_layers, config.num_kv_heads, num_blocks * block_size, config.head_dim)
-        self.k = torch.empty(shape, dtype=dtype)  # pages are touched only when blocks are used
-        self.v = torch.empty(shape, dtype=dtype)
+        num_layers, num_kv_heads, head_dim = config.num_layers, config.num_kv_heads, config.head_dim
+        # Pages are touched only when blocks are used.
+        self.k = torch.empty(num_layers, num_kv_heads, num_blocks, head_dim, block_size, dtype=dtype)
+        self.v = torch.empty(num_layers, num_kv_heads, num_blocks * block_size, head_dim, dtype=dtype)
 
     @staticmethod
     def bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:

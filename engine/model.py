@@ -4,6 +4,9 @@ Imports nothing of the engine but its config, RoPE and attention. The KV cache a
 (AttentionMetadata) are inputs to `forward`: which blocks a step reads is decided outside the model.
 """
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,17 +17,24 @@ from engine.kv_cache import KVCache
 from engine.rope import RotaryEmbedding, apply_rotary
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """x, weight fp32; eps a 0-d tensor. F.rms_norm runs ~8 ops on CPU, this 6 (61 norms per token)."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # [T, 1]
+    inv_rms = torch.addcmul(eps, norm, norm, value=1 / x.shape[-1]).rsqrt_()
+    return torch.mul(x, inv_rms).mul_(weight).to(out_dtype)
+
+
 class RMSNorm(nn.Module):
     """Normalises the fp32 residual stream (fp32 weight too); returns `out_dtype` for the next matmul."""
 
     def __init__(self, dim: int, eps: float, out_dtype: torch.dtype) -> None:
         super().__init__()
-        self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = torch.tensor(eps, device="cpu")  # not a buffer: models are built on "meta"
         self.out_dtype = out_dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps).to(self.out_dtype)
+        return rms_norm(x, self.weight, self.eps, self.out_dtype)
 
 
 class Attention(nn.Module):
@@ -37,15 +47,6 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
         self.scale = self.head_dim**-0.5
 
-    def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
-        num_tokens = x.shape[0]
-        qk, v = self.qkv_proj(x).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
-        qk = apply_rotary(qk.view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim), cos, sin)
-        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
-        write_kv(k_cache, v_cache, k, v.view(num_tokens, self.num_kv_heads, self.head_dim), meta)
-        out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # [T, H, D]
-        return self.o_proj(out.reshape(num_tokens, self.q_size).to(self.o_proj.weight.dtype))
-
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
@@ -54,12 +55,10 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
-
 
 class DecoderLayer(nn.Module):
+    """Holds one layer's weights; `LayerStep` runs it."""
+
     def __init__(self, config: ModelConfig, dtype: torch.dtype) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_eps, dtype)
@@ -67,9 +66,42 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_eps, dtype)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, k_cache, v_cache, meta) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+
+def as_function(linear: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An nn.Linear, or a module a transform put in its place (quantize.py), as a plain function."""
+    if isinstance(linear, nn.Linear):
+        return functools.partial(F.linear, weight=linear.weight, bias=linear.bias)
+    return linear.as_function()
+
+
+class LayerStep:
+    """A decoder layer's forward, with its tensors and projections held as plain attributes.
+
+    nn.Module calls and attribute lookups cost ~1.4 ms per token over 30 layers (measured), some 8%
+    of a decode step; the modules stay the store of weights and names.
+    """
+
+    def __init__(self, layer: DecoderLayer) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        self.input_norm, self.post_norm = ((norm.weight, norm.eps, norm.out_dtype) for norm in norms)
+        self.qkv, self.o = as_function(attn.qkv_proj), as_function(attn.o_proj)
+        self.gate_up, self.down = as_function(mlp.gate_up_proj), as_function(mlp.down_proj)
+        self.num_heads, self.num_kv_heads, self.head_dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        self.scale, self.intermediate_size = attn.scale, mlp.intermediate_size
+
+    def __call__(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
+        """x: the fp32 residual stream [T, d], updated in place and returned."""
+        num_tokens, num_qk = x.shape[0], self.num_heads + self.num_kv_heads
+        qkv = self.qkv(rms_norm(x, *self.input_norm)).view(num_tokens, -1, self.head_dim)  # [T, H + 2 Hkv, D]
+        qk = apply_rotary(qkv[:, :num_qk], cos, sin).to(k_cache.dtype)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
+        v = qkv[:, num_qk:]  # [T, Hkv, D]
+        write_kv(k_cache, v_cache, k, v, meta)
+        out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
+        x.add_(self.o(out.reshape(num_tokens, -1)))
+        gate, up = self.gate_up(rms_norm(x, *self.post_norm)).split(self.intermediate_size, -1)
+        return x.add_(self.down(F.silu(gate) * up))
 
 
 class Transformer(nn.Module):
@@ -85,6 +117,7 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(config, config.max_position)
+        self._steps: list[LayerStep] | None = None  # bound by the first forward: transform the model before
 
     @torch.inference_mode()
     def forward(
@@ -94,8 +127,10 @@ class Transformer(nn.Module):
         """input_ids, positions: [T]. Returns fp32 logits [N, V] for the rows in `logits_for` (default: last)."""
         x = self.embed_tokens(input_ids).float()  # [T, d]: the residual stream stays fp32
         cos, sin = self.rotary(positions)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, kv.k[i], kv.v[i], meta)
+        if self._steps is None:
+            self._steps = [LayerStep(layer) for layer in self.layers]
+        for step, k_cache, v_cache in zip(self._steps, kv.k, kv.v):
+            x = step(x, cos, sin, k_cache, v_cache, meta)
         x = x[-1:] if logits_for is None else x[logits_for]
         return self.lm_head(self.norm(x)).float()
 
