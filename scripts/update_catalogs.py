@@ -6,7 +6,7 @@
 Run it after adding or changing a message, translate what it lists as left to do in
 zhiyin/locale/zh_CN/LC_MESSAGES/zhiyin.po (empty or fuzzy entries), then run it again to
 compile; commit the .po and .mo files together (tests/test_i18n.py checks all of that).
-English is the source language: en msgstrs stay empty and gettext shows the msgid.
+English is the source language: en msgstrs are copies of their msgids.
 
 The same with Babel's command line (same files out; the .pot is a throwaway):
 
@@ -96,8 +96,12 @@ def as_tuple(text: str | tuple[str, ...]) -> tuple[str, ...]:
 def update(template: Catalog, locale: str) -> Catalog:
     """Merge the template into the locale's .po (created if missing) and write it back."""
     catalog = read_catalog(locale) if po_path(locale).exists() else new_catalog(locale)
-    # en msgstrs are empty on purpose: fuzzy-matching them would only add noise
     catalog.update(template, no_fuzzy_matching=locale == "en", update_creation_date=False)
+    if locale == "en":  # the source language: every msgstr is its msgid, so no entry reads as missing
+        for message in catalog:
+            if message.id:
+                message.string = message.id
+                message.flags.discard("fuzzy")
     po_path(locale).parent.mkdir(parents=True, exist_ok=True)
     with open(po_path(locale), "wb") as f:
         # no line numbers: moving code around should not touch the catalogs
