@@ -33,6 +33,19 @@ LAYER_NAMES = {
 }
 
 
+class _PlainArrayReader(GGUFReader):
+    """GGUFReader over a plain ndarray view of its memmap (same pages, nothing read eagerly).
+
+    It parses the vocabulary item by item, and each np.memmap slice costs ~2 µs in
+    __array_finalize__: 2.6 s → 0.8 s for the default model's 49k tokens and merges (gguf 0.19).
+    """
+
+    def _get(self, offset, dtype, count=1, override_order=None):
+        if type(self.data) is np.memmap:
+            self.data = self.data.view(np.ndarray)
+        return super()._get(offset, dtype, count, override_order)
+
+
 def hf_name(gguf_name: str) -> str | None:
     if gguf_name in GLOBAL_NAMES:
         return GLOBAL_NAMES[gguf_name]
@@ -55,7 +68,7 @@ def read_metadata(reader: GGUFReader) -> dict:
 
 def read_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
     try:
-        reader = GGUFReader(path)
+        reader = _PlainArrayReader(path)
         meta = read_metadata(reader)
     except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:
         raise CorruptModelError(path=str(path), detail=str(e) or type(e).__name__) from None
