@@ -19,9 +19,9 @@ class Int8DecodeLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias
-        w = linear.weight.detach().float()
-        scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # per output channel
-        self.register_buffer("qweight", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        w = linear.weight.detach().float()  # a copy: quantised in place below
+        scales = torch.linalg.vector_norm(w, ord=float("inf"), dim=1).clamp_(min=1e-8).div_(127.0)  # per row
+        self.register_buffer("qweight", w.div_(scales[:, None]).round_().clamp_(-127, 127).to(torch.int8))
         self.register_buffer("scales", scales.to(linear.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
