@@ -8,7 +8,6 @@ Plain PyTorch. Prefill splits each chunk into its cached past (no mask) and the 
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
@@ -154,15 +153,3 @@ def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta:
 def _weighted_row_sums(table: torch.Tensor, rows: torch.Tensor, bags: torch.Tensor, weights: torch.Tensor):
     """out[b] = sum of weights[i] * table[rows[i]] over bag b's i: [num_bags, row length], table's dtype."""
     return torch.embedding_bag(table, rows, bags, False, 0, False, weights)[0]  # mode 0: sum
-
-
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float) -> torch.Tensor:
-    """Dense causal attention for tests: q [T, H, D]; k, v [ctx, Hkv, D]."""
-    group = q.shape[1] // k.shape[1]
-    num_new, ctx = q.shape[0], k.shape[0]
-    mask = torch.arange(ctx)[None, :] <= (past + torch.arange(num_new))[:, None]
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1).float(), k.transpose(0, 1).repeat_interleave(group, 0).float(),
-        v.transpose(0, 1).repeat_interleave(group, 0).float(), attn_mask=mask, scale=scale,
-    )
-    return out.transpose(0, 1)

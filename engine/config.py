@@ -37,10 +37,6 @@ class ModelConfig:
             self.head_dim = self.hidden_size // self.num_heads
         assert self.num_heads % self.num_kv_heads == 0, "GQA needs heads divisible by KV heads"
 
-    @property
-    def group_size(self) -> int:
-        return self.num_heads // self.num_kv_heads
-
     @classmethod
     def from_hf(cls, cfg: dict, arch: str) -> "ModelConfig":
         return cls(

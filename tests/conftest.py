@@ -47,6 +47,6 @@ def engine_fp32(default_model):
 
 @pytest.fixture(scope="session")
 def engine_bf16(default_model):
-    from engine import EngineOptions, LLMEngine
+    from engine import LLMEngine
 
     return LLMEngine.load(default_model)
