@@ -148,6 +148,12 @@ class Tokenizer:
             self._backend.encode_special_tokens = not allow_special
             return self._backend.encode(text, add_special_tokens=False).ids
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Token counts of many texts at once (batched in Rust: ~1 µs per short text)."""
+        with self._encode_lock:
+            self._backend.encode_special_tokens = True
+            return [len(e.ids) for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
     def decode(self, ids: list[int], *, skip_special: bool = False) -> str:
         """Text of ``ids``; bytes that do not form UTF-8 come out as U+FFFD."""
         return self._backend.decode(list(ids), skip_special_tokens=skip_special)

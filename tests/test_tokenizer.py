@@ -254,3 +254,12 @@ def test_unsupported_gguf_tokenizer(key: str, value: str, detail: str) -> None:
     with pytest.raises(CorruptModelError) as raised:
         Tokenizer.from_gguf_metadata({**metadata, key: value}, Path("m.gguf"))
     assert raised.value.params["detail"] == detail
+
+
+def test_load_tokenizer_alone_counts_like_encode(gguf_path: Path, smollm: Tokenizer) -> None:
+    from engine.checkpoints import load_tokenizer
+
+    tok = load_tokenizer(gguf_path)
+    texts = ["def load_config(path):\n    return 42", "加载配置文件", "<|im_end|> literal", ""]
+    assert tok.count_tokens(texts) == [len(smollm.encode(t)) for t in texts]
+    assert tok.count_tokens(texts)[0] > 5

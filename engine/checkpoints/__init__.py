@@ -26,10 +26,8 @@ class Checkpoint:
         return self.path.stem if self.path.is_file() else self.path.name
 
 
-def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.bfloat16) -> Checkpoint:
-    from engine.checkpoints.gguf import read_gguf
-    from engine.checkpoints.hf import read_hf_folder
-
+def _checked_path(path: str | Path) -> Path:
+    """The checkpoint's file (GGUF) or folder (HF), after checking it is one."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelNotFoundError(path=str(path))
@@ -38,12 +36,29 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.bfloat16) -> Ch
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UnknownModelFormatError(path=str(path))
-        checkpoint = read_hf_folder(path, dtype)
     else:
         with open(path, "rb") as f:
             if f.read(4) != GGUF_MAGIC:
                 raise UnknownModelFormatError(path=str(path))
-        checkpoint = read_gguf(path, dtype)
+    return path
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Only the tokenizer of a checkpoint: for counting tokens without loading weights."""
+    from engine.checkpoints.gguf import read_gguf_tokenizer
+
+    path = _checked_path(path)
+    if path.is_dir():
+        return Tokenizer.from_file(path / "tokenizer.json")
+    return read_gguf_tokenizer(path)
+
+
+def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.bfloat16) -> Checkpoint:
+    from engine.checkpoints.gguf import read_gguf
+    from engine.checkpoints.hf import read_hf_folder
+
+    path = _checked_path(path)
+    checkpoint = read_hf_folder(path, dtype) if path.is_dir() else read_gguf(path, dtype)
     if checkpoint.tokenizer.vocab_size > checkpoint.config.vocab_size:
         raise TokenizerMismatchError(
             path=str(path), num_tokens=checkpoint.tokenizer.vocab_size, vocab_size=checkpoint.config.vocab_size

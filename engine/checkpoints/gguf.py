@@ -66,12 +66,20 @@ def read_metadata(reader: GGUFReader) -> dict:
     return {key: field.contents() for key, field in reader.fields.items()}
 
 
-def read_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
+def open_gguf(path: Path) -> tuple[GGUFReader, dict]:
     try:
         reader = _PlainArrayReader(path)
-        meta = read_metadata(reader)
+        return reader, read_metadata(reader)
     except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:
         raise CorruptModelError(path=str(path), detail=str(e) or type(e).__name__) from None
+
+
+def read_gguf_tokenizer(path: Path) -> Tokenizer:
+    return Tokenizer.from_gguf_metadata(open_gguf(path)[1], path)
+
+
+def read_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
+    reader, meta = open_gguf(path)
     gguf_arch = meta.get("general.architecture", "?")
     arch = ARCHITECTURE_ALIASES.get(gguf_arch)
     if arch is None:
