@@ -13,7 +13,6 @@ The last line of standard output is one JSON object (see ../shared/DESIGN.md, "B
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402
 
 CONTEXTS = {"512": 512, "2k": 2048, "8k": 8000}  # 8k leaves room for the decoded tokens in 8,192
 CACHED_PREFIX, NEW_TOKENS = 2048, 16
@@ -139,16 +140,6 @@ def run_llama_cpp(model: Path, repeats: int, decode_tokens: int, threads: int) -
 
 
 SYSTEMS = {"zhiyin": run_zhiyin, "transformers": run_transformers, "llama.cpp": run_llama_cpp}
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        ram = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 2**20
-    except (OSError, StopIteration):
-        ram = 0
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram": f"{ram:.0f} GiB"}
 
 
 def targets(ours: dict, baselines: dict) -> tuple[dict, dict]:

@@ -50,3 +50,18 @@ def engine_bf16(default_model):
     from engine import LLMEngine
 
     return LLMEngine.load(default_model)
+
+
+@pytest.fixture(scope="session")
+def default_count_tokens(default_model):
+    """The default model's token counter, as the indexer uses it."""
+    from engine.checkpoints import load_tokenizer
+
+    return load_tokenizer(default_model).count_tokens
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from engine.embedder import load_default_embedder
+
+    return load_default_embedder()

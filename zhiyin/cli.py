@@ -67,7 +67,43 @@ def build_parser() -> argparse.ArgumentParser:
     model = verbs.add_parser("model", help=_("List the models Zhiyin knows."))
     model_verbs = model.add_subparsers(dest="model_verb", metavar=_("COMMAND"), required=True)
     model_verbs.add_parser("list", help=_("Show the known models and where their files are."))
+
+    index = verbs.add_parser("index", help=_("Index a repository for search and completions."),
+                             description=_("Parse, chunk and embed the source files of a repository. Only what "
+                                           "changed since the last run is read again."))
+    index.add_argument("path", nargs="?", default=None,
+                       help=_("the repository (default: the git work tree around the current folder)"))
+    index.add_argument("--no-embeddings", action="store_true",
+                       help=_("skip the vectors: faster, but search finds only words and names"))
+    index.add_argument("--quiet", action="store_true", help=_("no progress bar"))
+
+    search = verbs.add_parser("search", help=_("Search the indexed repository."),
+                              description=_("Find the code QUERY is about: words, names and meaning "
+                                            "(in English or Chinese)."))
+    search.add_argument("query", help=_("what to look for: an identifier, an error message, or a question"))
+    search.add_argument("-k", type=_bounded(int, 1, 1000), default=10, help=_("number of results (default: %(default)s)"))
+    search.add_argument("--path", action="append", default=[], metavar="GLOB",
+                        help=_("only files matching this gitignore-style pattern; may be given several times"))
+    search.add_argument("--lang", action="append", default=[], metavar="LANGUAGE",
+                        help=_("only files in this language (python, typescript, go, …); may be given several times"))
+    search.add_argument("--lines", type=_bounded(int, 0), default=3, help=_("lines of code shown per result (default: %(default)s)"))
+    search.add_argument("--json", action="store_true", help=_("one JSON object per result"))
+    search.add_argument("--no-embeddings", action="store_true", help=_("words and names only: no model is loaded"))
+    _add_repo_argument(search)
+
+    repo_map = verbs.add_parser("map", help=_("Show the repository map: the definitions the code uses most."),
+                                description=_("Rank definitions by how much the rest of the repository uses them "
+                                              "and print the top ones that fit the budget."))
+    repo_map.add_argument("--budget", type=_bounded(int, 1), default=1024, help=_("most tokens to print (default: %(default)s)"))
+    repo_map.add_argument("--focus", action="append", default=[], metavar="FILE",
+                          help=_("rank around this file, as when editing it; may be given several times"))
+    _add_repo_argument(repo_map)
     return parser
+
+
+def _add_repo_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=None,
+                        help=_("the repository (default: the git work tree around the current folder)"))
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.models import run_model_list
 
             return run_model_list(args)
+        if args.verb in ("index", "search", "map"):
+            from zhiyin.commands import index
+
+            return {"index": index.run_index, "search": index.run_search, "map": index.run_map}[args.verb](args)
     except EngineError as error:
         print(_("error: {message}").format(message=translate_error(error)), file=sys.stderr)
         return EXIT_USER_ERROR

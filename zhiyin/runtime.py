@@ -1,12 +1,14 @@
-"""Opening the inference engine the configuration asks for."""
+"""Opening what the commands and servers work with: the inference engine, the repository index."""
 
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from rich.console import Console
 
 from engine import EngineOptions, LLMEngine
 from engine.model_files import resolve_model
+from indexer.index import Index, default_embedder
 from zhiyin.config import Config
 from zhiyin.i18n import _
 
@@ -24,3 +26,17 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
     status = Console(stderr=True).status(_("Loading model {path}…").format(path=path), spinner="dots")
     with status if sys.stderr.isatty() else nullcontext():
         return LLMEngine.load(path, options)
+
+
+def repository_root(start: str | Path | None) -> Path:
+    """The git work tree containing `start` (default: the current folder), else `start` itself."""
+    start = Path(start or ".").expanduser().resolve()
+    for folder in [start, *start.parents]:
+        if (folder / ".git").exists():
+            return folder
+    return start
+
+
+def open_index(path: str | Path | None, *, embeddings: bool = True) -> Index:
+    """The index of the repository at or above `path`, with the default embedder unless turned off."""
+    return Index.open(repository_root(path), embedder=default_embedder if embeddings else None)
