@@ -26,17 +26,35 @@ def rank_definitions(
 ) -> list[Definition]:
     definers: dict[str, set[str]] = defaultdict(set)
     by_key: dict[tuple[str, str], list[Definition]] = defaultdict(list)
-    for d in store.all_definitions():
-        if d.kind in _KINDS_SHOWN:
+    everything = list(store.all_definitions())
+    functions = {(d.path, d.name) for d in everything if d.kind in ("function", "method") and not d.scope}
+    for d in everything:
+        # Names local to a function body are not part of what the repository offers.
+        if d.kind in _KINDS_SHOWN and (d.path, d.scope.split(".")[0]) not in functions:
             definers[d.name].add(d.path)
             by_key[(d.path, d.name)].append(d)
 
+    methods_only = {name for name, paths in definers.items()
+                    if all(d.scope for p in paths for d in by_key[(p, name)])}
+    references = list(store.all_references())
+    files_using: dict[str, int] = defaultdict(int)
+    for _, name, _ in references:
+        files_using[name] += 1
+    num_files = len({path for path, _, _ in references}) or 1
     graph = nx.MultiDiGraph()
     graph.add_nodes_from({path for path, _ in by_key})
-    for path, name, count in store.all_references():
-        for definer in definers.get(name, ()):
-            if definer != path:
-                graph.add_edge(path, definer, name=name, weight=_edge_weight(name, count, mentioned))
+    # A file's rank flows out over all the names it uses, also those defined outside the repository
+    # (`dict.get`, `os.path.join`): a file that mostly calls the stdlib lends little to a `get` of ours.
+    outflow: dict[str, float] = defaultdict(float)
+    for path, name, count in references:
+        targets = definers.get(name, ())
+        idf = math.log1p(num_files / files_using[name])  # `get` is used everywhere, `load_config` is not
+        weight = idf * _edge_weight(name, count, mentioned, len(targets), name in methods_only)
+        outflow[path] += weight
+        if path in targets:
+            continue  # the name resolves to the file's own definition
+        for definer in targets:
+            graph.add_edge(path, definer, name=name, weight=weight)
     if graph.number_of_nodes() == 0:
         return []
     personalization = {p: 1.0 for p in focus if p in graph} or None
@@ -47,10 +65,8 @@ def rank_definitions(
 
     def_rank: dict[tuple[str, str], float] = defaultdict(float)
     for src in graph:
-        out = graph.out_edges(src, data=True)
-        total = sum(d["weight"] for _, _, d in out) or 1.0
-        for _, dst, data in out:
-            def_rank[(dst, data["name"])] += file_rank[src] * data["weight"] / total
+        for _, dst, data in graph.out_edges(src, data=True):
+            def_rank[(dst, data["name"])] += file_rank[src] * data["weight"] / outflow[src]
     # Definitions nobody references still belong on the map, after the rest, by their file's rank.
     order = sorted(by_key, key=lambda key: (-def_rank.get(key, 0.0), -file_rank.get(key[0], 0.0), key))
     return [d for key in order for d in sorted(by_key[key], key=lambda d: d.line)]
@@ -62,12 +78,13 @@ def render_repo_map(
 ) -> str:
     ranked = rank_definitions(store, focus, mentioned)
     ranked = [d for d in ranked if d.path not in focus]  # the focus files are in the prompt whole
+    owners = {(d.path, d.name): d for d in ranked if not d.scope}
     if not ranked or budget_tokens <= 0:
         return ""
     low, high, best = 1, len(ranked), ""
     while low <= high:
         mid = (low + high) // 2
-        text = _render(ranked[:mid])
+        text = _render(ranked[:mid], owners)
         if count_tokens([text])[0] <= budget_tokens:
             best, low = text, mid + 1
         else:
@@ -75,8 +92,12 @@ def render_repo_map(
     return best
 
 
-def _edge_weight(name: str, count: int, mentioned: tuple[str, ...]) -> float:
+def _edge_weight(name: str, count: int, mentioned: tuple[str, ...], num_definers: int, method: bool) -> float:
     weight = math.sqrt(count)
+    if num_definers > 5:  # a name defined all over says little about which definition is meant
+        weight *= 0.1
+    if method:  # `x.get()` matches every `get` method: the call may well be to dict.get
+        weight *= 0.3
     if name in mentioned:
         weight *= 10
     if name.startswith("_"):
@@ -86,10 +107,13 @@ def _edge_weight(name: str, count: int, mentioned: tuple[str, ...]) -> float:
     return weight
 
 
-def _render(definitions: list[Definition]) -> str:
-    by_file: dict[str, list[Definition]] = defaultdict(list)
+def _render(definitions: list[Definition], owners: dict[tuple[str, str], Definition]) -> str:
+    """Signature lines grouped by file; a method comes with its class's line."""
+    by_file: dict[str, set[Definition]] = defaultdict(set)
     for d in definitions:
-        by_file[d.path].append(d)
+        by_file[d.path].add(d)
+        if d.scope and (owner := owners.get((d.path, d.scope.split(".")[0]))):
+            by_file[d.path].add(owner)
     blocks = []
     for path in sorted(by_file):
         lines = [f"{path}:"]
