@@ -10,6 +10,11 @@ from engine.model_files import default_model_path  # noqa: E402
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden files (tests/indexer/golden) from the current output instead of comparing")
+
+
 @pytest.fixture(scope="session")
 def default_model() -> Path:
     path = default_model_path()
