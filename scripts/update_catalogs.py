@@ -20,6 +20,7 @@ The same with Babel's command line (same files out; the .pot is a throwaway):
 
 from __future__ import annotations
 
+import copy
 import datetime
 import tomllib
 from pathlib import Path
@@ -96,7 +97,8 @@ def as_tuple(text: str | tuple[str, ...]) -> tuple[str, ...]:
 def update(template: Catalog, locale: str) -> Catalog:
     """Merge the template into the locale's .po (created if missing) and write it back."""
     catalog = read_catalog(locale) if po_path(locale).exists() else new_catalog(locale)
-    catalog.update(template, no_fuzzy_matching=locale == "en", update_creation_date=False)
+    # A copy: update() shares the template's Message objects, and en rewrites their msgstrs.
+    catalog.update(copy.deepcopy(template), no_fuzzy_matching=locale == "en", update_creation_date=False)
     if locale == "en":  # the source language: every msgstr is its msgid, so no entry reads as missing
         for message in catalog:
             if message.id:
