@@ -38,5 +38,7 @@ def repository_root(start: str | Path | None) -> Path:
 
 
 def open_index(path: str | Path | None, *, embeddings: bool = True) -> Index:
-    """The index of the repository at or above `path`, with the default embedder unless turned off."""
-    return Index.open(repository_root(path), embedder=default_embedder if embeddings else None)
+    """The index of the folder `path`, else of the repository around the current folder;
+    with the default embedder unless turned off."""
+    root = Path(path).expanduser() if path else repository_root(None)
+    return Index.open(root, embedder=default_embedder if embeddings else None)
