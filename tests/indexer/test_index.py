@@ -46,7 +46,12 @@ def test_search_legs_find_identifiers_words_and_chinese(repo: Path, default_coun
     index.update()
     top = index.search("execute_with_retry", k=3)
     assert top[0].path == "shop/db.py" and "symbol" in top[0].legs and "bm25" in top[0].legs
-    assert covers(index.search("retry locked database", k=3)[0], "shop/db.py", 23)  # execute_with_retry
+    # Split identifiers: the words "execute with retry" find execute_with_retry.
+    assert any(covers(h, "shop/db.py", 23) for h in index.search("execute with retry", k=3))
+    # Code words and class names reach the symbol leg; plain English words do not.
+    assert "symbol" in index.search("where is fetchJson defined", k=1)[0].legs
+    assert covers(index.search("the Settings of the shop", k=1)[0], "shop/config.py", 11)
+    assert not any("symbol" in h.legs for h in index.search("return the query", k=10))
     # Chinese words reach BM25 through bigrams: 取消订单 is only in cancel_order's docstring.
     assert covers(index.search("取消订单", k=1, legs=("bm25",))[0], "shop/orders.py", 16)
     assert index.search("fetch json", k=1)[0].path == "web/http.ts"
@@ -229,3 +234,17 @@ def test_a_hundred_thousand_files_in_bounded_memory(tmp_path: Path, default_mode
     files, before_mib, after_mib = map(int, out)
     assert files == 100_000
     assert after_mib - before_mib < 400, f"indexing 100k files grew RSS by {after_mib - before_mib} MiB"
+
+
+def test_vectors_are_rebuilt_when_the_embedding_model_changes(repo: Path, default_count_tokens, embedder) -> None:
+    from engine.embedder import load_default_embedder
+
+    first = open_index(repo, default_count_tokens, embedder).update()
+    assert first.vectors == first.chunks
+    other = load_default_embedder(max_tokens=64)  # another pooling window: another model id
+    assert other.model_id != embedder.model_id
+    index = open_index(repo, default_count_tokens, other)
+    stats = index.update()
+    assert stats.rebuilt == "model"
+    assert stats.embedded == stats.vectors == stats.chunks
+    assert index.store.meta("vector_model") == other.model_id
