@@ -87,6 +87,8 @@ class Index:
         self.rebuilt = rebuilt
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
+        self._known_paths: set[str] | None = None
+        self._new_chunks: list[int] = []  # of the last file written
 
     @classmethod
     def open(
@@ -163,7 +165,7 @@ class Index:
                     stats.removed += 1
                 if stats.parsed or stats.renamed or stats.removed:
                     self._resolve_imports()
-            stats.embedded = self._embed_missing(progress, stats)
+            stats.embedded = self._embed(None, progress, stats)
         for reason, n in walker.skipped.items():
             stats.skipped[reason] = stats.skipped.get(reason, 0) + n
         self._finish(stats, start)
@@ -174,6 +176,7 @@ class Index:
         start = time.perf_counter()
         stats = IndexStats()
         rel = self.relative_path(path)
+        self._new_chunks = []
         with self._writer():
             walker = Walker(self.root)
             cand = walker.candidate(rel)
@@ -182,11 +185,12 @@ class Index:
                     if self.store.file_state(rel) is not None:
                         self.store.delete_file(rel)
                         stats.removed = 1
+                        self._known_paths = None
                 else:
                     self._index_file(cand, self.store.file_state(rel), {}, stats)
                     if stats.parsed:
                         self._resolve_imports([rel])
-            stats.embedded = self._embed_missing(None, stats)
+            stats.embedded = self._embed(self._new_chunks, None, stats)
         for reason, n in walker.skipped.items():
             stats.skipped[reason] = stats.skipped.get(reason, 0) + n
         self._finish(stats, start)
@@ -230,30 +234,43 @@ class Index:
         text = data.decode("utf-8", errors="replace")
         analysis: FileAnalysis = analyze_file(cand.path, text, self.count_tokens, self.max_chunk_tokens)
         lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-        self.store.write_file(cand.path, file_hash, cand.mtime_ns, cand.size, lines, analysis, edited=state is not None)
+        self._new_chunks = self.store.write_file(
+            cand.path, file_hash, cand.mtime_ns, cand.size, lines, analysis, edited=state is not None
+        )
         stats.parsed += 1
 
     def _resolve_imports(self, paths: list[str] | None = None) -> None:
-        files = self.store.conn.execute("SELECT id, path, language FROM files").fetchall()
-        known = {p for _, p, _ in files}
-        wanted = set(paths) if paths is not None else known
+        """Point imports at files: of every file, or of `paths` only (the repository's file set
+        is cached between one-file updates: a save rarely adds or removes a file)."""
+        if paths is None or self._known_paths is None:
+            self._known_paths = {r[0] for r in self.store.conn.execute("SELECT path FROM files")}
+        known = self._known_paths
+        known.update(paths or ())
+        if paths is None:
+            files = self.store.conn.execute("SELECT id, path, language FROM files").fetchall()
+        else:
+            marks = ",".join("?" * len(paths))
+            files = self.store.conn.execute(
+                f"SELECT id, path, language FROM files WHERE path IN ({marks})", paths
+            ).fetchall()
         for file_id, path, language in files:
-            if path not in wanted:
-                continue
             targets = []
             for module, names, line in self.store.imports_of(file_id):
                 imp = Import(module, tuple(n for n in names.split(",") if n), line)
                 targets.extend((line, t) for t in resolve_import(imp, path, language, known) if t != path)
             self.store.set_import_targets(file_id, targets)
 
-    def _embed_missing(self, progress: Progress | None, stats: IndexStats) -> int:
+    def _embed(self, ids: list[int] | None, progress: Progress | None, stats: IndexStats) -> int:
+        """Embed the chunks `ids`, or every chunk without a vector (also those an interrupted
+        run left behind) when None."""
         embedder = self.embedder
         if embedder is None:
             return 0
         with self.store.transaction():
             if self.store.prepare_vectors(embedder.model_id, embedder.dim):
                 stats.rebuilt = stats.rebuilt or "model"
-        missing = self.store.chunks_without_vectors()
+                ids = None
+        missing = self.store.chunks_without_vectors() if ids is None else ids
         for i in range(0, len(missing), _EMBED_BATCH):
             ids = missing[i : i + _EMBED_BATCH]
             rows = self.store.chunks(ids)

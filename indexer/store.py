@@ -143,8 +143,9 @@ class Store:
     def write_file(
         self, path: str, file_hash: str, mtime_ns: int, size: int, lines: int,
         analysis: FileAnalysis, *, edited: bool,
-    ) -> int:
-        """Store one file's analysis. Chunks whose content is unchanged keep their id (and vector)."""
+    ) -> list[int]:
+        """Store one file's analysis; returns the ids of its new chunks (the ones without a vector).
+        Chunks whose content is unchanged keep their id, and their vector."""
         now = time.time()
         row = self.conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
         if row is None:
@@ -160,14 +161,15 @@ class Store:
                 "indexed_at = ? WHERE id = ?",
                 (file_hash, mtime_ns, size, analysis.language, lines, analysis.has_errors, now, file_id),
             )
-        self._write_chunks(file_id, path, analysis.chunks, edited_at=now if edited else None)
+        new_chunks = self._write_chunks(file_id, path, analysis.chunks, edited_at=now if edited else None)
         self._write_symbols(file_id, analysis)
-        return file_id
+        return new_chunks
 
-    def _write_chunks(self, file_id: int, path: str, chunks: list[Chunk], edited_at: float | None) -> None:
+    def _write_chunks(self, file_id: int, path: str, chunks: list[Chunk], edited_at: float | None) -> list[int]:
         old: dict[str, list[int]] = {}
         for id, h in self.conn.execute("SELECT id, hash FROM chunks WHERE file_id = ?", (file_id,)):
             old.setdefault(h, []).append(id)
+        new: list[int] = []
         for c in chunks:
             h = content_hash(f"{c.header}\n{c.text}".encode())
             kept = old.get(h)
@@ -183,7 +185,9 @@ class Store:
                 (file_id, c.start_line, c.end_line, c.kind, c.symbol, c.header, c.text, h, c.token_count, edited_at),
             ).lastrowid
             self._fts_insert(id, path, c.symbol, c.header, c.text)
+            new.append(id)
         self._delete_chunks([id for ids in old.values() for id in ids])
+        return new
 
     def _write_symbols(self, file_id: int, analysis: FileAnalysis) -> None:
         for table in _PER_FILE_TABLES:

@@ -14,6 +14,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pathspec
@@ -181,6 +182,7 @@ def _repo_wide_specs(root: Path) -> list[tuple[str, pathspec.PathSpec]]:
     return specs
 
 
+@cache  # a `git` process per call would cost more than re-indexing a saved file
 def _global_excludes_file() -> Path | None:
     try:
         out = subprocess.run(
