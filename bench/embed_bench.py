@@ -92,11 +92,11 @@ def peak_rss_mib() -> float:
 def run_ours(dtype_name: str, chunks: list[str], batch_size: int, threads: int) -> tuple[dict, np.ndarray]:
     import torch
 
-    from engine.embedder import load_default_embedder
+    from engine.e5_embedder import load_e5_embedder
 
     start = time.perf_counter()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    embedder = load_default_embedder(dtype=dtype, num_threads=threads)
+    embedder = load_e5_embedder(dtype=dtype, num_threads=threads)
     load_s = time.perf_counter() - start
     embedder.embed_passages(chunks[:batch_size], batch_size)  # warm-up
     start = time.perf_counter()

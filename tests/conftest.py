@@ -67,6 +67,6 @@ def default_count_tokens(default_model):
 
 @pytest.fixture(scope="session")
 def embedder():
-    from engine.embedder import load_default_embedder
+    from engine.embedder import load_embedder
 
-    return load_default_embedder()
+    return load_embedder()

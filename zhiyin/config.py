@@ -9,6 +9,8 @@ coder = "~/models/qwen2.5-coder-1.5b-instruct-q8_0.gguf"
 dtype = "bf16"                    # or "fp32"
 threads = 2
 kv_cache_mib = 512
+[index]
+embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
 ```
 """
 
@@ -36,11 +38,17 @@ class EngineSettings:
 
 
 @dataclass
+class IndexSettings:
+    embedder: str = "use-m3"
+
+
+@dataclass
 class Config:
     model: str | None = None
     models: dict[str, str] = field(default_factory=dict)
     models_dirs: list[Path] = field(default_factory=list)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
     sources: list[Path] = field(default_factory=list)  # the files this came from
 
 
@@ -94,5 +102,9 @@ def _merge(config: Config, data: dict, path: Path) -> None:
             raise ConfigError(path=str(path), detail=f"unknown key 'engine.{key}'")
         kind = str if key == "dtype" else bool if key == "int8_decode" else int
         setattr(config.engine, key, expect(value, kind, f"engine.{key}"))
+    for key, value in expect(data.get("index", {}), dict, "index").items():
+        if key != "embedder":
+            raise ConfigError(path=str(path), detail=f"unknown key 'index.{key}'")
+        config.index.embedder = expect(value, str, "index.embedder")
     if config.engine.dtype not in ("bf16", "fp32"):
         raise ConfigError(path=str(path), detail=f"engine.dtype = {config.engine.dtype!r} (use bf16 or fp32)")

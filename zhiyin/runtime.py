@@ -8,8 +8,9 @@ from rich.console import Console
 
 from engine import EngineOptions, LLMEngine
 from engine.model_files import resolve_model
-from indexer.index import Index, default_embedder
-from zhiyin.config import Config
+from engine.embedder import load_embedder
+from indexer.index import Index
+from zhiyin.config import Config, load_config
 from zhiyin.i18n import _
 
 
@@ -41,4 +42,5 @@ def open_index(path: str | Path | None, *, embeddings: bool = True) -> Index:
     """The index of the folder `path`, else of the repository around the current folder;
     with the default embedder unless turned off."""
     root = Path(path).expanduser() if path else repository_root(None)
-    return Index.open(root, embedder=default_embedder if embeddings else None)
+    name = load_config(root).index.embedder
+    return Index.open(root, embedder=(lambda: load_embedder(name)) if embeddings else None)

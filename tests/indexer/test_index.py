@@ -237,12 +237,12 @@ def test_a_hundred_thousand_files_in_bounded_memory(tmp_path: Path, default_mode
 
 
 def test_vectors_are_rebuilt_when_the_embedding_model_changes(repo: Path, default_count_tokens, embedder) -> None:
-    from engine.embedder import load_default_embedder
+    from engine.embedder import load_embedder
 
     first = open_index(repo, default_count_tokens, embedder).update()
     assert first.vectors == first.chunks
-    other = load_default_embedder(max_tokens=64)  # another pooling window: another model id
-    assert other.model_id != embedder.model_id
+    other = load_embedder("e5-small")
+    assert other.model_id != embedder.model_id and other.dim != embedder.dim
     index = open_index(repo, default_count_tokens, other)
     stats = index.update()
     assert stats.rebuilt == "model"
