@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast bench bench-baselines catalogs clean
+.PHONY: install run test test-fast bench bench-index bench-embed bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test-fast: install
 
 bench: install
 	$(PY) bench/engine_bench.py
+
+bench-index: install
+	$(PY) bench/index_bench.py
+
+bench-embed: install
+	$(PY) bench/embed_bench.py
 
 catalogs: install
 	$(PY) scripts/update_catalogs.py
