@@ -83,7 +83,7 @@ def context_for_cursor(
     query = "\n".join([ln for ln in lines[max(0, line - QUERY_LINES) : line - 1] if ln.strip()] + [before_cursor])
     if query.strip():
         for rank, hit in enumerate(search(store, embedder, query, k=8, legs=legs)):
-            offer(store.chunks([hit.chunk_id]).get(hit.chunk_id), _SEARCH / (1 + rank), "search")
+            offer(hit, _SEARCH / (1 + rank), "search")
 
     for rank, id in enumerate(store.recently_edited_chunks(8)):
         offer(store.chunks([id]).get(id), _RECENT / (1 + rank), "recent")

@@ -7,7 +7,7 @@ vectors at meaning and at Chinese questions about English code; symbol names at 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -46,20 +46,10 @@ class SearchFilters:
         return not self.paths or self._spec.match_file(chunk.path)
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    path: str
-    language: str
-    start_line: int
-    end_line: int
-    kind: str
-    symbol: str
-    header: str
-    text: str
-    token_count: int
+@dataclass(frozen=True, slots=True)
+class SearchHit(ChunkRow):
     score: float
     legs: tuple[str, ...]  # the legs that found it
-    chunk_id: int
 
 
 def search(
@@ -114,5 +104,4 @@ def symbol_chunks(store: Store, query: str) -> list[int]:
 
 
 def _hit(row: ChunkRow, score: float, legs: tuple[str, ...]) -> SearchHit:
-    return SearchHit(row.path, row.language, row.start_line, row.end_line, row.kind, row.symbol, row.header,
-                     row.text, row.token_count, score, legs, row.id)
+    return SearchHit(*(getattr(row, f.name) for f in fields(ChunkRow)), score=score, legs=legs)
