@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 
 from engine import LLMEngine
 from engine.prompt_format import build_fim_prompt, render_chat
+from indexer.context import ContextItem
+
+# How a language writes a line comment: repository context goes into the prompt as comments, so
+# that a model without any special format reads it as part of the file (as Tabby and Continue do).
+_LINE_COMMENT = {"python": "#", "markdown": "", "text": ""}
 
 
 @dataclass
@@ -17,8 +22,23 @@ class Prompt:
     stop_token_ids: list[int] = field(default_factory=list)
 
 
-def completion_prompt(engine: LLMEngine, prefix: str, suffix: str | None = None) -> Prompt:
-    """Code completion at a cursor: FIM when the model has FIM tokens and there is a suffix."""
+def repository_context(items: list[ContextItem], language: str | None) -> str:
+    """Snippets from elsewhere in the repository, as comments of the current file's language.
+    Placed before the file's own code: it changes less often than the prefix, so the engine's
+    prefix cache keeps hitting across keystrokes."""
+    mark = _LINE_COMMENT.get(language or "text", "//")
+    lead = f"{mark} " if mark else ""
+    blocks = []
+    for item in items:
+        lines = [f"{lead}Path: {item.path}"] + [f"{lead}{line}".rstrip() for line in item.text.split("\n")]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n" if blocks else ""
+
+
+def completion_prompt(engine: LLMEngine, prefix: str, suffix: str | None = None, context: str = "") -> Prompt:
+    """Code completion at a cursor: FIM when the model has FIM tokens and there is a suffix.
+    `context` (from `repository_context`) goes before the prefix."""
+    prefix = context + prefix
     if not suffix:
         return Prompt(engine.encode(prefix))
     fim = build_fim_prompt(engine.tokenizer, prefix, suffix)

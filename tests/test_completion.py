@@ -1,0 +1,51 @@
+"""Inline completion in the app core: the clean-up rules, and the real model over a real index."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zhiyin.completion import CompletionRequest, Completer, clean_completion, is_multiline_position
+
+
+@pytest.mark.parametrize("before, after, multiline", [
+    ("    ", "", True),                      # an empty line in a body
+    ("def load(path):", "", True),          # a line that opens a block
+    ("    x = compute(", ")", False),       # mid-line: the rest of the line only
+    ("    return total", "", False),
+])
+def test_single_or_multiline(before: str, after: str, multiline: bool) -> None:
+    assert is_multiline_position(before, after) is multiline
+
+
+def test_single_line_keeps_one_line_and_drops_suffix_overlap() -> None:
+    assert clean_completion("items, key=len)\nprint(x)", "    x = sorted(", ")", False) == "items, key=len"
+
+
+def test_block_stops_where_the_scope_ends() -> None:
+    text = "\n    rows = db.query(sql)\n    return rows\n\ndef other():\n    pass"
+    assert clean_completion(text, "def fetch(db, sql):", "", True) == "\n    rows = db.query(sql)\n    return rows"
+    inner = "total = 0\n    for x in xs:\n        total += x\n    return total\nprint(1)"
+    assert clean_completion(inner, "    ", "", True) == "total = 0\n    for x in xs:\n        total += x\n    return total"
+
+
+def test_repeated_lines_and_blank_results_are_dropped() -> None:
+    assert clean_completion("a = 1\nb = 2\na = 1\nb = 2", "", "", True) == "a = 1\nb = 2"
+    assert clean_completion("   \n  ", "    ", "", True) == ""
+
+
+@pytest.mark.slow
+def test_completion_with_repository_context(tmp_path: Path, engine_bf16, default_count_tokens) -> None:
+    from indexer.index import Index
+
+    root = tmp_path / "shop"
+    shutil.copytree(Path(__file__).parent / "indexer" / "sample_repo", root)
+    index = Index.open(root, db_path=tmp_path / "index.db", count_tokens=default_count_tokens, embedder=None)
+    index.update()
+    text = (root / "shop" / "orders.py").read_text() + "\n\ndef reopen_order(db: Database, order_id: int) -> None:\n    "
+    line = text.count("\n") + 1
+    completer = Completer(engine_bf16, index, max_tokens=24)
+    result = completer.complete(CompletionRequest("shop/orders.py", text, line, 4))
+    assert result is not None and result.multiline and result.text.strip()
+    # Out of range positions are answered with nothing, not an error.
+    assert completer.complete(CompletionRequest("shop/orders.py", text, line + 5, 0)) is None
