@@ -112,9 +112,16 @@ def test_model_from_config_and_model_list(tmp_path, tiny_models):
     assert result.returncode == 0 and result.stdout.startswith("def") and result.stderr == ""
 
 
-@pytest.mark.parametrize("args", [[], ["generate"], ["model"], ["model", "list"]])
+@pytest.mark.parametrize("args", [[], ["generate"], ["model"], ["model", "list"], ["index"], ["search"], ["map"], ["lsp"]])
 def test_help_exists_in_both_languages(args):
     for lang in ("en", "zh_CN"):
         result = zhiyin(*args, "--help", lang=lang)
         assert result.returncode == 0 and "--help" in result.stdout
         assert bool(CJK.search(result.stdout.replace("知音", ""))) == (lang == "zh_CN"), result.stdout
+
+
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+def test_lsp_rejects_a_bad_tcp_address(lang):
+    result = zhiyin("lsp", "--tcp", "localhost:http", lang=lang)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert bool(CJK.search(result.stderr.splitlines()[-1])) == (lang == "zh_CN"), result.stderr

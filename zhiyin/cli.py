@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from zhiyin.commands.lsp import parse_tcp_address
 from zhiyin.i18n import N_, _, translate_error
 
 EXIT_USER_ERROR = 2
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     repo_map.add_argument("--focus", action="append", default=[], metavar="FILE",
                           help=_("rank around this file, as when editing it; may be given several times"))
     _add_repo_argument(repo_map)
+
+    lsp = verbs.add_parser("lsp", help=_("Serve editors over the Language Server Protocol."),
+                           description=_("Run the language server: inline completions from the local model and the "
+                                         "repository index, over standard input/output unless --tcp is given."))
+    lsp.add_argument("--tcp", type=parse_tcp_address, default=None, metavar="HOST:PORT",
+                     help=_("listen on TCP instead (PORT alone: 127.0.0.1); serves one client, then exits"))
     return parser
 
 
@@ -127,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.models import run_model_list
 
             return run_model_list(args)
+        if args.verb == "lsp":
+            from zhiyin.commands.lsp import run_lsp
+
+            return run_lsp(args)
         if args.verb in ("index", "search", "map"):
             from zhiyin.commands import index
 

@@ -1,0 +1,123 @@
+"""The engine and the index behind the server, opened lazily in background threads.
+
+The engine (the model) loads on first need; requests wait for it, bounded. The index is opened and
+brought up to date once, with work-done progress; afterwards saves re-index their file. One SQLite
+connection serves the index, so reads (completion context) and writes (updates) never overlap:
+a completion that finds the index busy goes on without repository context rather than waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine import LLMEngine
+from engine.errors import EngineError
+from indexer.index import Index
+from lsp_server.progress import Progress
+from zhiyin.config import load_config
+from zhiyin.i18n import N_, _, translate_error
+from zhiyin.runtime import open_engine, open_index
+
+log = logging.getLogger(__name__)
+
+MSG_LOADING_MODEL = N_("Loading the model")
+MSG_INDEXING = N_("Indexing the repository")
+MSG_INDEXED = N_("{files} files, {chunks} chunks")
+MSG_ENGINE_FAILED = N_("Zhiyin cannot load the model: {error}")
+MSG_INDEX_FAILED = N_("Zhiyin cannot index {root}: {error}")
+PHASES = {"scan": N_("Scanning files"), "parse": N_("Parsing"), "embed": N_("Embedding")}
+
+
+class Backends:
+    def __init__(self, root: Path | None, *, embeddings: bool, progress: Progress,
+                 show_error: Callable[[str], None]) -> None:
+        self.root, self.embeddings = root, embeddings
+        self._progress, self._show_error = progress, show_error
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._engine: LLMEngine | None = None
+        self._engine_done = threading.Event()  # loaded, or failed
+        self._index: Index | None = None
+        self._index_lock = threading.Lock()  # held while the index is read or written
+
+    def start(self) -> None:
+        """Load the engine and the index in the background; only the first call does anything."""
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._load_engine, name="zhiyin-engine", daemon=True).start()
+        if self.root is not None:
+            threading.Thread(target=self._load_index, name="zhiyin-index", daemon=True).start()
+
+    def wait_for_engine(self, timeout: float, cancel: threading.Event) -> LLMEngine | None:
+        """The engine once loaded; None if it failed, `timeout` seconds passed, or `cancel` was set."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while not cancel.is_set() and time.monotonic() < deadline:
+            if self._engine_done.wait(0.1):  # short waits: a cancelled request leaves at once
+                break
+        return self._engine
+
+    @contextmanager
+    def index_for_reading(self) -> Iterator[Index | None]:
+        """The index while it is up to date and not being written; else None."""
+        if self._index is None or not self._index_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield self._index
+        finally:
+            self._index_lock.release()
+
+    def update_file(self, path: Path) -> None:
+        """Re-index one file in the background (after a save)."""
+        if self._index is not None:
+            threading.Thread(target=self._update_file, args=(path,), name="zhiyin-save", daemon=True).start()
+
+    def _load_engine(self) -> None:
+        token = self._progress.begin(_(MSG_LOADING_MODEL))
+        try:
+            self._engine = open_engine(load_config(self.root))
+        except EngineError as e:
+            self._show_error(_(MSG_ENGINE_FAILED).format(error=translate_error(e)))
+        except Exception as e:  # a broken model file must not take the server down with it
+            log.exception("loading the model")
+            self._show_error(_(MSG_ENGINE_FAILED).format(error=e))
+        finally:
+            self._engine_done.set()
+            self._progress.end(token)
+
+    def _load_index(self) -> None:
+        token = self._progress.begin(_(MSG_INDEXING))
+
+        def report(phase: str, done: int, total: int | None) -> None:
+            message = _(PHASES[phase]) + (f" {done}/{total}" if total else "")
+            self._progress.report(token, message, round(100 * done / total) if total else None)
+
+        try:
+            with self._index_lock:
+                index = open_index(self.root, embeddings=self.embeddings)
+                stats = index.update(report)
+                self._index = index
+            self._progress.end(token, _(MSG_INDEXED).format(files=stats.files, chunks=stats.chunks))
+        except EngineError as e:
+            self._progress.end(token)
+            self._show_error(_(MSG_INDEX_FAILED).format(root=self.root, error=translate_error(e)))
+        except Exception as e:
+            log.exception("indexing %s", self.root)
+            self._progress.end(token)
+            self._show_error(_(MSG_INDEX_FAILED).format(root=self.root, error=e))
+
+    def _update_file(self, path: Path) -> None:
+        try:
+            with self._index_lock:
+                assert self._index is not None
+                self._index.update_file(path)
+        except Exception:  # the next save or start tries again
+            log.exception("re-indexing %s", path)
