@@ -118,6 +118,30 @@ async def test_indexing_reports_progress(session) -> None:
     assert any("files" in v.message for v in ends)
 
 
+async def test_a_saved_file_is_indexed_again(session, repo: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from indexer.index import default_db_path
+
+    client, _result = session
+    monkeypatch.setenv("XDG_CACHE_HOME", str(repo.parent / "cache"))  # where the server keeps it
+    db = default_db_path(repo)
+    path = repo / "shop" / "config.py"
+    path.write_text(path.read_text(encoding="utf-8") + "\n\ndef reload_settings() -> None:\n    pass\n",
+                    encoding="utf-8")
+    client.text_document_did_save(types.DidSaveTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=path.as_uri())))
+    found = []
+    for _tick in range(300):  # after the initial index, a one-file update takes milliseconds
+        if db.exists():
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                found = conn.execute("SELECT name FROM symbols WHERE name = 'reload_settings'").fetchall()
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert found
+
+
 async def test_completion_fallback_returns_an_item(session, repo: Path) -> None:
     """Also: an incremental change (typed after the emoji, so UTF-16 positions) is applied."""
     client, _result = session
