@@ -49,3 +49,17 @@ def test_completion_with_repository_context(tmp_path: Path, engine_bf16, default
     assert result is not None and result.multiline and result.text.strip()
     # Out of range positions are answered with nothing, not an error.
     assert completer.complete(CompletionRequest("shop/orders.py", text, line + 5, 0)) is None
+
+
+@pytest.mark.slow
+def test_a_long_file_is_cut_to_the_model_window(tiny_models) -> None:
+    from engine import EngineOptions, LLMEngine
+
+    _model, _folder, gguf = tiny_models["llama"]
+    engine = LLMEngine.load(gguf, EngineOptions(dtype="fp32"))
+    assert engine.max_context == 1024
+    text = "".join(f"value_{i} = compute_{i}(value_{i - 1})\n" for i in range(400))  # ~6k tokens
+    completer = Completer(engine, None, max_tokens=16)
+    prompt = completer._fitting_prompt(text, "", "")
+    assert len(prompt.token_ids) + 16 < 1024 and len(prompt.token_ids) > 200
+    completer.complete(CompletionRequest("gen.py", text, 401, 0))  # no PromptTooLongError

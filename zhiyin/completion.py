@@ -55,7 +55,7 @@ class Completer:
             items = self.index.context_for_cursor(request.path, request.line, request.column, self.context_budget,
                                                   text=request.text)
             context = repository_context(items, language_for_path(request.path))
-        prompt = completion_prompt(self.engine, prefix[-MAX_PREFIX_CHARS:], suffix[:MAX_SUFFIX_CHARS], context)
+        prompt = self._fitting_prompt(prefix[-MAX_PREFIX_CHARS:], suffix[:MAX_SUFFIX_CHARS], context)
         params = SamplingParams(max_tokens=self.max_tokens, stop=prompt.stop + ([] if multiline else ["\n"]),
                                 stop_token_ids=prompt.stop_token_ids)
         text = "".join(chunk.text for chunk in self.engine.generate(prompt.token_ids, params, cancel))
@@ -63,6 +63,20 @@ class Completer:
             return None
         text = clean_completion(text, current[: request.column], suffix, multiline)
         return Completion(text, multiline) if text else None
+
+
+    def _fitting_prompt(self, prefix: str, suffix: str, context: str):
+        """The prompt, cut until it and the completion fit the model's window: first the repository
+        context goes, then the far end of the prefix and of the suffix."""
+        room = self.engine.max_context - self.max_tokens - 1
+        prompt = completion_prompt(self.engine, prefix, suffix, context)
+        while len(prompt.token_ids) > room and (context or prefix or suffix):
+            if context:
+                context = ""
+            else:
+                prefix, suffix = prefix[len(prefix) // 4 :], suffix[: len(suffix) * 3 // 4]
+            prompt = completion_prompt(self.engine, prefix, suffix, context)
+        return prompt
 
 
 def is_multiline_position(before: str, after: str) -> bool:
