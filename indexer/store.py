@@ -21,7 +21,7 @@ import sqlite_vec
 from indexer import fts_text
 from indexer.records import Chunk, FileAnalysis
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the embedding model's id on every vector
 _PER_FILE_TABLES = ("symbols", "refs", "imports", "import_targets")
 
 _FTS_SCHEMA = (
@@ -273,7 +273,7 @@ class Store:
         self.conn.execute("DROP TABLE IF EXISTS chunk_vectors")
         self.conn.execute(
             "CREATE VIRTUAL TABLE chunk_vectors USING vec0(chunk_id INTEGER PRIMARY KEY, "
-            f"repo TEXT PARTITION KEY, embedding FLOAT[{int(dim)}] distance_metric=cosine)"
+            f"repo TEXT PARTITION KEY, model TEXT, embedding FLOAT[{int(dim)}] distance_metric=cosine)"
         )
         self.set_meta("vector_model", model_id)
         return dropped
@@ -285,9 +285,10 @@ class Store:
 
     def put_vectors(self, ids: list[int], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        model = self.meta("vector_model")
         self.conn.executemany(
-            "INSERT OR REPLACE INTO chunk_vectors(chunk_id, repo, embedding) VALUES (?, ?, ?)",
-            [(id, self.repo_id, v.tobytes()) for id, v in zip(ids, vectors)],
+            "INSERT OR REPLACE INTO chunk_vectors(chunk_id, repo, model, embedding) VALUES (?, ?, ?, ?)",
+            [(id, self.repo_id, model, v.tobytes()) for id, v in zip(ids, vectors)],
         )
 
     def nearest_chunks(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -248,3 +248,5 @@ def test_vectors_are_rebuilt_when_the_embedding_model_changes(repo: Path, defaul
     assert stats.rebuilt == "model"
     assert stats.embedded == stats.vectors == stats.chunks
     assert index.store.meta("vector_model") == other.model_id
+    models = index.store.conn.execute("SELECT DISTINCT model FROM chunk_vectors").fetchall()
+    assert models == [(other.model_id,)]  # the model's id is stored with every vector
