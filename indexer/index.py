@@ -88,7 +88,6 @@ class Index:
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
         self._known_paths: set[str] | None = None
-        self._new_chunks: list[int] = []  # of the last file written
 
     @classmethod
     def open(
@@ -166,9 +165,7 @@ class Index:
                 if stats.parsed or stats.renamed or stats.removed:
                     self._resolve_imports()
             stats.embedded = self._embed(None, progress, stats)
-        for reason, n in walker.skipped.items():
-            stats.skipped[reason] = stats.skipped.get(reason, 0) + n
-        self._finish(stats, start)
+        self._finish(stats, start, walker.skipped)
         return stats
 
     def update_file(self, path: str | Path) -> IndexStats:
@@ -176,7 +173,7 @@ class Index:
         start = time.perf_counter()
         stats = IndexStats()
         rel = self.relative_path(path)
-        self._new_chunks = []
+        new_chunks: list[int] = []
         with self._writer():
             walker = Walker(self.root)
             cand = walker.candidate(rel)
@@ -187,16 +184,16 @@ class Index:
                         stats.removed = 1
                         self._known_paths = None
                 else:
-                    self._index_file(cand, self.store.file_state(rel), {}, stats)
+                    new_chunks = self._index_file(cand, self.store.file_state(rel), {}, stats)
                     if stats.parsed:
                         self._resolve_imports([rel])
-            stats.embedded = self._embed(self._new_chunks, None, stats)
-        for reason, n in walker.skipped.items():
-            stats.skipped[reason] = stats.skipped.get(reason, 0) + n
-        self._finish(stats, start)
+            stats.embedded = self._embed(new_chunks, None, stats)
+        self._finish(stats, start, walker.skipped)
         return stats
 
-    def _finish(self, stats: IndexStats, start: float) -> None:
+    def _finish(self, stats: IndexStats, start: float, walker_skipped: dict[str, int]) -> None:
+        for reason, n in walker_skipped.items():
+            stats.skipped[reason] = stats.skipped.get(reason, 0) + n
         counts = self.store.counts()
         stats.files, stats.lines, stats.chunks = counts["files"], counts["lines"], counts["chunks"]
         stats.symbols, stats.vectors = counts["symbols"], counts["vectors"]
@@ -208,36 +205,37 @@ class Index:
             p = p.resolve().relative_to(self.root) if p.resolve().is_relative_to(self.root) else p
         return p.as_posix()
 
-    def _index_file(self, cand: Candidate, state, vanished: dict[str, str], stats: IndexStats) -> None:
+    def _index_file(self, cand: Candidate, state, vanished: dict[str, str], stats: IndexStats) -> list[int]:
+        """Bring one file's rows up to date; the ids of the chunks it added (they need vectors)."""
         try:
             data = cand.abs_path.read_bytes()
         except OSError:  # deleted or unreadable since the walk
             if state is not None:
                 self.store.delete_file(cand.path)
                 stats.removed += 1
-            return
+            return []
         reason = skip_reason(data, cand.path)
         if reason is not None:
             stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
             if state is not None:
                 self.store.delete_file(cand.path)
-            return
+            return []
         file_hash = content_hash(data)
         if state is not None and state.hash == file_hash:
             self.store.touch_file(state.id, cand.mtime_ns, cand.size)
-            return
+            return []
         if state is None and file_hash in vanished:
             self.store.rename_file(vanished.pop(file_hash), cand.path)
             self.store.touch_file(self.store.file_state(cand.path).id, cand.mtime_ns, cand.size)
             stats.renamed += 1
-            return
+            return []
         text = data.decode("utf-8", errors="replace")
         analysis: FileAnalysis = analyze_file(cand.path, text, self.count_tokens, self.max_chunk_tokens)
         lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-        self._new_chunks = self.store.write_file(
+        stats.parsed += 1
+        return self.store.write_file(
             cand.path, file_hash, cand.mtime_ns, cand.size, lines, analysis, edited=state is not None
         )
-        stats.parsed += 1
 
     def _resolve_imports(self, paths: list[str] | None = None) -> None:
         """Point imports at files: of every file, or of `paths` only (the repository's file set

@@ -70,7 +70,6 @@ class Definition:
 class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path, repo_id: str) -> None:
         self.conn, self.path, self.repo_id = conn, path, repo_id
-        self.db = sqlite_utils.Database(conn)
 
     # --- opening -------------------------------------------------------------------------
 
@@ -105,7 +104,6 @@ class Store:
         self.conn.close()
         _remove_database(self.path)
         self.conn = _connect(self.path)
-        self.db = sqlite_utils.Database(self.conn)
         _create_schema(self.conn, self.repo_id)
 
     @contextmanager
@@ -192,11 +190,11 @@ class Store:
     def _write_symbols(self, file_id: int, analysis: FileAnalysis) -> None:
         for table in _PER_FILE_TABLES:
             self.conn.execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
-        lines = _LineIndex(analysis.chunks)
+        lines = _source_lines(analysis.chunks)
         self.conn.executemany(
             "INSERT INTO symbols(file_id, name, kind, line, column, end_line, scope, signature) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(file_id, s.name, s.kind, s.line, s.column, s.end_line, s.scope, lines.get(s.line))
+            [(file_id, s.name, s.kind, s.line, s.column, s.end_line, s.scope, lines.get(s.line, ""))
              for s in analysis.definitions],
         )
         counts: dict[str, int] = {}
@@ -366,19 +364,11 @@ class Store:
         }
 
 
-class _LineIndex:
-    """The source line at a line number, found through the chunks (the file text is not kept)."""
-
-    def __init__(self, chunks: list[Chunk]) -> None:
-        self._chunks = sorted(chunks, key=lambda c: c.start_line)
-
-    def get(self, line: int) -> str:
-        for c in self._chunks:
-            if c.start_line <= line <= c.end_line:
-                lines = c.text.split("\n")
-                offset = line - c.start_line
-                return lines[offset].strip()[:200] if offset < len(lines) else ""
-        return ""
+def _source_lines(chunks: list[Chunk]) -> dict[int, str]:
+    """Line number -> its stripped source line, rebuilt from the chunks (the file text is not kept);
+    for the definitions' signatures."""
+    return {c.start_line + offset: line.strip()[:200]
+            for c in chunks for offset, line in enumerate(c.text.split("\n"))}
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -21,7 +21,7 @@ from indexer.index import Index
 from lsp_server.progress import Progress
 from zhiyin.config import load_config
 from zhiyin.i18n import N_, _, translate_error
-from zhiyin.runtime import open_engine, open_index
+from zhiyin.runtime import INDEX_PHASES, open_engine, open_index
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ MSG_INDEXING = N_("Indexing the repository")
 MSG_INDEXED = N_("{files} files, {chunks} chunks")
 MSG_ENGINE_FAILED = N_("Zhiyin cannot load the model: {error}")
 MSG_INDEX_FAILED = N_("Zhiyin cannot index {root}: {error}")
-PHASES = {"scan": N_("Scanning files"), "parse": N_("Parsing"), "embed": N_("Embedding")}
 
 
 class Backends:
@@ -97,7 +96,7 @@ class Backends:
         token = self._progress.begin(_(MSG_INDEXING))
 
         def report(phase: str, done: int, total: int | None) -> None:
-            message = _(PHASES[phase]) + (f" {done}/{total}" if total else "")
+            message = _(INDEX_PHASES[phase]) + (f" {done}/{total}" if total else "")
             self._progress.report(token, message, round(100 * done / total) if total else None)
 
         try:

@@ -11,7 +11,7 @@ from engine.model_files import resolve_model
 from engine.embedder import load_embedder
 from indexer.index import Index
 from zhiyin.config import Config, load_config
-from zhiyin.i18n import _
+from zhiyin.i18n import N_, _
 
 
 def open_engine(config: Config, model: str | None = None, dtype: str | None = None, threads: int | None = None) -> LLMEngine:
@@ -27,6 +27,10 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
     status = Console(stderr=True).status(_("Loading model {path}…").format(path=path), spinner="dots")
     with status if sys.stderr.isatty() else nullcontext():
         return LLMEngine.load(path, options)
+
+
+# What `Index.update` reports it is doing, as a user reads it (progress bars, LSP work-done progress).
+INDEX_PHASES = {"scan": N_("Scanning files"), "parse": N_("Parsing"), "embed": N_("Embedding")}
 
 
 def repository_root(start: str | Path | None) -> Path:

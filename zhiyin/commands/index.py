@@ -11,9 +11,8 @@ from rich.table import Table
 from indexer.index import IndexStats
 from indexer.search import SearchFilters
 from zhiyin.i18n import N_, _
-from zhiyin.runtime import open_index
+from zhiyin.runtime import INDEX_PHASES, open_index
 
-PHASES = {"scan": N_("Scanning files"), "parse": N_("Parsing"), "embed": N_("Embedding")}
 REBUILT = {
     "corrupt": N_("The index file was damaged; it has been rebuilt from the source files."),
     "version": N_("The index was written by another version of Zhiyin; it has been rebuilt."),
@@ -36,7 +35,7 @@ def run_index(args: argparse.Namespace) -> int:
 
             def progress(phase: str, done: int, total: int | None) -> None:
                 if phase not in tasks:
-                    tasks[phase] = bar.add_task(_(PHASES[phase]), total=total)
+                    tasks[phase] = bar.add_task(_(INDEX_PHASES[phase]), total=total)
                 bar.update(tasks[phase], completed=done, total=total)
 
             stats = index.update(progress)
