@@ -139,11 +139,11 @@ class LLMEngine:
         stream = TextStream(self.tokenizer, params.stop)
         max_len = min(len(seq) + params.max_tokens, self.max_context)
 
-        logits = self._prefill(seq)
+        logits = self._prefill(seq, cancel)
         stats.time_to_first_token_s = time.perf_counter() - started
         decode_started = time.perf_counter()
         finish_reason = "length"
-        while len(seq) < max_len:
+        while logits is not None and len(seq) < max_len:
             if cancel is not None and cancel.is_set():
                 finish_reason = "cancelled"
                 break
@@ -163,14 +163,19 @@ class LLMEngine:
                 yield GenerationChunk(text, [token_id])
             if len(seq) < max_len:
                 logits = self._step(seq, len(seq) - 1, len(seq))
+        if logits is None:
+            finish_reason = "cancelled"
         stats.decode_s = time.perf_counter() - decode_started
         yield GenerationChunk(stream.finish(), [], finish_reason, stats)
 
-    def _prefill(self, seq: Sequence) -> torch.Tensor:
-        """Computes the prompt's KV in chunks past the reused prefix; returns the last logits."""
+    def _prefill(self, seq: Sequence, cancel: threading.Event | None) -> torch.Tensor | None:
+        """Computes the prompt's KV in chunks past the reused prefix; returns the last logits, or
+        None when cancelled between chunks (the finished chunks' blocks stay cached for the next)."""
         chunk = self.options.prefill_chunk
         logits = None
         for start in range(seq.num_computed, len(seq), chunk):
+            if cancel is not None and cancel.is_set():
+                return None
             logits = self._step(seq, start, min(start + chunk, len(seq)))
         return logits
 

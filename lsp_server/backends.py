@@ -43,6 +43,7 @@ class Backends:
         self._engine_done = threading.Event()  # loaded, or failed
         self._index: Index | None = None
         self._index_lock = threading.Lock()  # held while the index is read or written
+        self.index_changed: list[Callable[[], None]] = []  # called (in a worker thread) after each update
 
     def start(self) -> None:
         """Load the engine and the index in the background; only the first call does anything."""
@@ -104,6 +105,7 @@ class Backends:
                 index = open_index(self.root, embeddings=self.embeddings)
                 stats = index.update(report)
                 self._index = index
+            self._notify_index_changed()
             self._progress.end(token, _(MSG_INDEXED).format(files=stats.files, chunks=stats.chunks))
         except EngineError as e:
             self._progress.end(token)
@@ -118,5 +120,10 @@ class Backends:
             with self._index_lock:
                 assert self._index is not None
                 self._index.update_file(path)
+            self._notify_index_changed()
         except Exception:  # the next save or start tries again
             log.exception("re-indexing %s", path)
+
+    def _notify_index_changed(self) -> None:
+        for listener in self.index_changed:
+            listener()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STATS = "zhiyin/stats"
 MAX_LABEL_CHARS = 60  # of a completion item's label; the item inserts the whole text
 
 
@@ -40,6 +41,7 @@ class ZhiyinServer(LanguageServer):
     backends: Backends
     completions: CompletionRunner
     loop: asyncio.AbstractEventLoop  # the one serving the client
+    watch_files: bool  # the client watches files for us when asked
 
     def report_server_error(self, error: Exception, source: ServerErrors) -> None:
         # pygls would show its own English text; a broken message is the client's bug: log it only
@@ -64,9 +66,24 @@ def initialize(server: ZhiyinServer, params: types.InitializeParams) -> None:
     server.loop = asyncio.get_running_loop()
     progress = Progress(server, server.loop,
                         enabled=bool(get_capability(params.capabilities, "window.work_done_progress", False)))
+    def show_error(message: str) -> None:
+        server.show_message_threadsafe(message, types.MessageType.Error)
+
     server.backends = Backends(_workspace_root(params), embeddings=server.settings.embeddings, progress=progress,
-                               show_error=lambda m: server.show_message_threadsafe(m, types.MessageType.Error))
-    server.completions = CompletionRunner(server.backends, server.settings)
+                               show_error=show_error)
+    server.completions = CompletionRunner(server.backends, server.settings, show_error)
+    server.watch_files = bool(get_capability(
+        params.capabilities, "workspace.did_change_watched_files.dynamic_registration", False))
+
+
+@SERVER.feature(types.INITIALIZED)
+async def initialized(server: ZhiyinServer, params: types.InitializedParams) -> None:
+    if server.watch_files and server.backends.root is not None:
+        # changes made outside the editor (git checkout, a formatter) reach the index too
+        watcher = types.FileSystemWatcher(glob_pattern="**/*")
+        await server.client_register_capability_async(types.RegistrationParams(registrations=[types.Registration(
+            id="zhiyin-watch", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=[watcher]))]))
 
 
 def _workspace_root(params: types.InitializeParams) -> Path | None:
@@ -82,9 +99,25 @@ def text_document_did_open(server: ZhiyinServer, params: types.DidOpenTextDocume
     server.backends.start()
 
 
+@SERVER.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def text_document_did_close(server: ZhiyinServer, params: types.DidCloseTextDocumentParams) -> None:
+    server.completions.forget(params.text_document.uri)
+
+
 @SERVER.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def text_document_did_save(server: ZhiyinServer, params: types.DidSaveTextDocumentParams) -> None:
-    path = to_fs_path(params.text_document.uri)
+    _reindex(server, params.text_document.uri)
+
+
+@SERVER.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def workspace_did_change_watched_files(server: ZhiyinServer, params: types.DidChangeWatchedFilesParams) -> None:
+    for change in params.changes:  # created, changed or deleted: update_file tells which
+        _reindex(server, change.uri)
+
+
+def _reindex(server: ZhiyinServer, uri: str) -> None:
+    """Brings one file of the workspace up to date in the index; files outside it are not indexed."""
+    path = to_fs_path(uri)
     root = server.backends.root
     if path is not None and root is not None and Path(path).resolve().is_relative_to(root):
         server.backends.update_file(Path(path))
@@ -118,6 +151,12 @@ async def text_document_completion(server: ZhiyinServer, params: types.Completio
         insert_text_format=types.InsertTextFormat.PlainText,
     )
     return types.CompletionList(is_incomplete=True, items=[item])
+
+
+@SERVER.feature(STATS)
+def stats(server: ZhiyinServer, params: None) -> dict[str, int]:
+    """Counters of the completion pipeline, for benchmarks and troubleshooting."""
+    return server.completions.stats.as_dict()
 
 
 @SERVER.feature(types.SHUTDOWN)

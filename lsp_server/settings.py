@@ -19,10 +19,13 @@ class Settings:
     max_tokens: int = 48  # most tokens one completion may generate
     context_budget: int = 1024  # tokens of repository context in a completion prompt; 0: none
     embeddings: bool = True  # vectors in the index (slower to build, finds code by meaning)
+    debounce_min_ms: int = 50  # a completion request waits at least this long for the next keystroke
+    debounce_max_ms: int = 1000  # and at most this long, however slowly the user types
 
 
 # name -> inclusive bounds of the integer settings
-_INT_BOUNDS = {"max_tokens": (1, 1024), "context_budget": (0, 32768)}
+_INT_BOUNDS = {"max_tokens": (1, 1024), "context_budget": (0, 32768),
+               "debounce_min_ms": (0, 5000), "debounce_max_ms": (0, 5000)}
 
 MSG_NOT_AN_OBJECT = N_("Zhiyin: initializationOptions must be a JSON object; using the default settings.")
 MSG_UNKNOWN = N_("Zhiyin: unknown setting \"{name}\"; it is ignored.")

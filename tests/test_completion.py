@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from zhiyin.completion import CompletionRequest, Completer, clean_completion, is_multiline_position
+from zhiyin.completion import CompletionRequest, Completer, clean_completion, is_multiline_position, stable_prefix
 
 
 @pytest.mark.parametrize("before, after, multiline", [
@@ -63,3 +63,13 @@ def test_a_long_file_is_cut_to_the_model_window(tiny_models) -> None:
     prompt = completer._fitting_prompt(text, "", "")
     assert len(prompt.token_ids) + 16 < 1024 and len(prompt.token_ids) > 200
     completer.complete(CompletionRequest("gen.py", text, 401, 0))  # no PromptTooLongError
+
+
+def test_a_long_prefix_starts_at_a_line_that_moves_in_steps() -> None:
+    text = "".join(f"line_{i:04d} = {i}\n" for i in range(2000))  # 17 characters a line
+    cut = stable_prefix(text, max_chars=1700, step=32)
+    assert len(cut) <= 1700 and cut.startswith("line_1920 ")  # the first multiple of 32 that fits
+    # typing on: the start stays until the budget forces the next step
+    assert stable_prefix(text + "value = compute(", max_chars=1700, step=32).startswith("line_1920 ")
+    assert stable_prefix("x" * 5000, max_chars=1000) == "x" * 1000  # one long line: cut by characters
+    assert stable_prefix("short\n", max_chars=1000) == "short\n"

@@ -3,20 +3,28 @@
 Used by every edge that completes code (the language server first). Single-line or multi-line is
 decided from the cursor: on an empty line, or after a line that opens a block, a block may follow;
 in the middle of a line, only the rest of that line.
+
+Successive requests while a user types should share as much of their prompt as possible, so that
+the engine reuses the KV of the common prefix: the repository context is kept while the cursor
+stays near where it was computed, and a long file is cut at a line that moves in steps of
+`PREFIX_STEP_LINES`, not with every keystroke.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine import LLMEngine, SamplingParams
 from indexer.index import Index
 from indexer.languages import language_for_path
-from zhiyin.prompts import completion_prompt, repository_context
+from zhiyin.prompts import Prompt, completion_prompt, repository_context
 
 MAX_PREFIX_CHARS = 6000  # ~1.5k tokens of the current file before the cursor
 MAX_SUFFIX_CHARS = 1500
+PREFIX_STEP_LINES = 32  # a long file's prefix starts at a multiple of this many lines
+CONTEXT_LINES_UP, CONTEXT_LINES_DOWN = 8, 24  # the cursor may move this far before the context is looked up again
 _BLOCK_OPENERS = (":", "{", "(", "[", "=>")
 
 
@@ -27,45 +35,90 @@ class CompletionRequest:
     line: int  # 1-based
     column: int  # 0-based, in code points
 
+    @property
+    def offset(self) -> int | None:
+        """The cursor as an index into `text`; None when it lies outside."""
+        lines = self.text.split("\n")
+        if not 1 <= self.line <= len(lines) or not 0 <= self.column <= len(lines[self.line - 1]):
+            return None
+        return sum(len(line) + 1 for line in lines[: self.line - 1]) + self.column
+
 
 @dataclass(frozen=True)
 class Completion:
     text: str  # to insert at the cursor
     multiline: bool
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, whose KV the engine reused
+
+
+@dataclass(frozen=True)
+class _StickyContext:
+    path: str
+    line: int
+    text: str
 
 
 class Completer:
+    """Completes code with one engine; keeps the last repository context between requests."""
+
     def __init__(self, engine: LLMEngine, index: Index | None = None, *, max_tokens: int = 48,
                  context_budget: int = 1024) -> None:
         self.engine, self.index = engine, index
         self.max_tokens, self.context_budget = max_tokens, context_budget
+        self._context: _StickyContext | None = None
 
-    def complete(self, request: CompletionRequest, cancel: threading.Event | None = None) -> Completion | None:
-        """The completion at the cursor, or None when there is nothing worth showing."""
-        lines = request.text.split("\n")
-        if not 1 <= request.line <= len(lines) or not 0 <= request.column <= len(lines[request.line - 1]):
+    def forget_context(self) -> None:
+        """Look the repository context up afresh next time (the index changed)."""
+        self._context = None
+
+    def complete(self, request: CompletionRequest, cancel: threading.Event | None = None, *,
+                 index: Index | None = None, on_text: Callable[[str], None] | None = None) -> Completion | None:
+        """The completion at the cursor; its text is empty when the model wrote nothing worth
+        showing. None when the cursor lies outside the text or `cancel` was set.
+
+        `index` overrides the one given at construction for this request; `on_text` is called with
+        the raw text generated so far, as it grows."""
+        offset = request.offset
+        if offset is None:
             return None
-        offset = sum(len(line) + 1 for line in lines[: request.line - 1]) + request.column
         prefix, suffix = request.text[:offset], request.text[offset:]
-        current = lines[request.line - 1]
-        multiline = is_multiline_position(current[: request.column], current[request.column :])
+        before = prefix[prefix.rfind("\n") + 1 :]
+        multiline = is_multiline_position(before, suffix.split("\n", 1)[0])
 
-        context = ""
-        if self.index is not None and self.context_budget > 0:
-            items = self.index.context_for_cursor(request.path, request.line, request.column, self.context_budget,
-                                                  text=request.text)
-            context = repository_context(items, language_for_path(request.path))
-        prompt = self._fitting_prompt(prefix[-MAX_PREFIX_CHARS:], suffix[:MAX_SUFFIX_CHARS], context)
+        context = self._repository_context(request, index or self.index)
+        prompt = self._fitting_prompt(stable_prefix(prefix), suffix[:MAX_SUFFIX_CHARS], context)
         params = SamplingParams(max_tokens=self.max_tokens, stop=prompt.stop + ([] if multiline else ["\n"]),
                                 stop_token_ids=prompt.stop_token_ids)
-        text = "".join(chunk.text for chunk in self.engine.generate(prompt.token_ids, params, cancel))
+        text, stats = "", None
+        for chunk in self.engine.generate(prompt.token_ids, params, cancel):
+            text += chunk.text
+            stats = chunk.stats or stats
+            if on_text is not None and chunk.text:
+                on_text(text)
+            if multiline and "\n" in chunk.text and _within_scope(text, before) != text:
+                break  # the code left the cursor's block: the rest would be cut anyway
         if cancel is not None and cancel.is_set():
             return None
-        text = clean_completion(text, current[: request.column], suffix, multiline)
-        return Completion(text, multiline) if text else None
+        text = clean_completion(text, before, suffix, multiline)
+        if stats is None:  # stopped early: the engine's own count is in the chunk never read
+            return Completion(text, multiline, len(prompt.token_ids))
+        return Completion(text, multiline, stats.num_prompt_tokens, stats.num_cached_tokens)
 
+    def _repository_context(self, request: CompletionRequest, index: Index | None) -> str:
+        if index is None or self.context_budget <= 0:
+            return ""
+        sticky = self._context
+        if (sticky is not None and sticky.path == request.path
+                and -CONTEXT_LINES_UP <= request.line - sticky.line <= CONTEXT_LINES_DOWN):
+            return sticky.text
+        items = index.context_for_cursor(request.path, request.line, request.column, self.context_budget,
+                                         text=request.text)
+        text = repository_context(items, language_for_path(request.path))
+        self._context = _StickyContext(request.path, request.line, text)
+        return text
 
-    def _fitting_prompt(self, prefix: str, suffix: str, context: str):
+    def _fitting_prompt(self, prefix: str, suffix: str, context: str) -> Prompt:
         """The prompt, cut until it and the completion fit the model's window: first the repository
         context goes, then the far end of the prefix and of the suffix."""
         room = self.engine.max_context - self.max_tokens - 1
@@ -77,6 +130,24 @@ class Completer:
                 prefix, suffix = prefix[len(prefix) // 4 :], suffix[: len(suffix) * 3 // 4]
             prompt = completion_prompt(self.engine, prefix, suffix, context)
         return prompt
+
+
+def stable_prefix(prefix: str, max_chars: int = MAX_PREFIX_CHARS, step: int = PREFIX_STEP_LINES) -> str:
+    """The end of `prefix` that fits `max_chars`, starting at a line whose number is a multiple of
+    `step`: typing moves the start only once every `step` lines. A single line longer than the
+    budget is cut by characters."""
+    if len(prefix) <= max_chars:
+        return prefix
+    starts = [0]  # offsets of line starts
+    position = prefix.find("\n")
+    while position != -1:
+        starts.append(position + 1)
+        position = prefix.find("\n", position + 1)
+    fits = [i for i, start in enumerate(starts) if len(prefix) - start <= max_chars]
+    if not fits:
+        return prefix[-max_chars:]
+    snapped = -(-fits[0] // step) * step
+    return prefix[starts[snapped if snapped < len(starts) else fits[0]] :]
 
 
 def is_multiline_position(before: str, after: str) -> bool:

@@ -68,10 +68,11 @@ async def session(repo: Path):
     await client.stop()
 
 
-def open_orders(client: LanguageClient, repo: Path) -> tuple[str, types.Position]:
-    """Opens shop/orders.py with a function being written; its URI and the cursor at the end."""
+def open_orders(client: LanguageClient, repo: Path, typed: str = "") -> tuple[str, types.Position]:
+    """Opens shop/orders.py with a function being written (and `typed` after it: a position no
+    earlier test asked at); its URI and the cursor at the end."""
     uri = (repo / "shop" / "orders.py").as_uri()
-    text = (repo / "shop" / "orders.py").read_text(encoding="utf-8") + NEW_FUNCTION
+    text = (repo / "shop" / "orders.py").read_text(encoding="utf-8") + NEW_FUNCTION + typed
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
     return uri, types.Position(line=text.count("\n"), character=utf16_units(text.split("\n")[-1]))
@@ -180,7 +181,9 @@ async def test_position_beyond_the_end_gives_an_empty_result(session, repo: Path
 
 async def test_newer_request_and_cancel_request_stop_older_ones(session, repo: Path) -> None:
     client, _result = session
-    uri, cursor = open_orders(client, repo)
+    # an empty line in a function body: a block may follow, the model writes for a second or more
+    uri, cursor = open_orders(client, repo, typed="order_id)\n    ")
+    before = await client.protocol.send_request_async("zhiyin/stats", None)
 
     def request(msg_id: str):
         params = types.InlineCompletionParams(
@@ -190,13 +193,44 @@ async def test_newer_request_and_cancel_request_stop_older_ones(session, repo: P
             client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id))
 
     older = request("older")
-    await asyncio.sleep(0.3)  # let it start generating
-    newer = request("newer")
-    assert not (await older).items  # superseded: stopped, answered empty
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.1)  # past the debounce: the model is running
+    newer = request("newer")  # same position: it takes over the older one's run
+    assert not (await older).items  # superseded: answered empty at once
     client.cancel_request(types.CancelParams(id="newer"))
     with pytest.raises(JsonRpcRequestCancelled):
         await newer
+    for _tick in range(50):  # nobody waits for the run any more: it stops within a token
+        after = await client.protocol.send_request_async("zhiyin/stats", None)
+        if after.cancelled > before.cancelled:
+            break
+        await asyncio.sleep(0.1)
+    assert after.cancelled == before.cancelled + 1 and after.completed == before.completed
+    assert after.superseded == before.superseded + 1 and after.inflight_reused == before.inflight_reused + 1
+
+
+async def test_typing_what_was_suggested_is_answered_from_the_cache(session, repo: Path) -> None:
+    client, _result = session
+    uri, cursor = open_orders(client, repo, typed="o")
+    document = types.TextDocumentIdentifier(uri=uri)
+    context = types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)
+    first = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(text_document=document, position=cursor, context=context))
+    suggestion = first.items[0].insert_text
+    assert len(suggestion) >= 2, suggestion
+    before = await client.protocol.send_request_async("zhiyin/stats", None)
+
+    typed = suggestion[:2]  # the user accepts the first two characters by typing them
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=cursor, end=cursor),
+                                                               text=typed)]))
+    moved = types.Position(line=cursor.line, character=cursor.character + utf16_units(typed))
+    second = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(text_document=document, position=moved, context=context))
+    after = await client.protocol.send_request_async("zhiyin/stats", None)
+    assert second.items[0].insert_text == suggestion[2:]
+    assert after.cache_hits == before.cache_hits + 1
+    assert after.completed == before.completed  # no model run
 
 
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])

@@ -1,0 +1,63 @@
+"""Completions already made for a document, answered again as the user types into them.
+
+Forward matching: when the text before the cursor is an earlier request's plus what the user has
+typed since, the text after the cursor is unchanged, and the earlier completion begins with what
+was typed, the rest of that completion is the answer: no model run.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from zhiyin.completion import Completion
+
+MAX_ENTRIES = 64  # all documents together; an entry holds its document's text around the cursor
+
+
+@dataclass(frozen=True)
+class _Entry:
+    prefix: str
+    suffix: str
+    completion: Completion | None  # None: the model had nothing to offer here
+
+
+def forward(completion: Completion | None, typed: str) -> Completion | None:
+    """What is left of `completion` once `typed` (its beginning) is in the document; None when the
+    user typed something else or all of it."""
+    if completion is None or not completion.text.startswith(typed) or len(completion.text) == len(typed):
+        return None
+    return Completion(completion.text[len(typed):], completion.multiline)
+
+
+class CompletionCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._entries: OrderedDict[tuple[str, int], _Entry] = OrderedDict()  # (uri, serial) -> entry
+        self._serial = 0
+        self.max_entries = max_entries
+
+    def store(self, uri: str, prefix: str, suffix: str, completion: Completion | None) -> None:
+        self._serial += 1
+        self._entries[(uri, self._serial)] = _Entry(prefix, suffix, completion)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def lookup(self, uri: str, prefix: str, suffix: str) -> tuple[bool, Completion | None]:
+        """(found, completion): the answer for this cursor from an earlier completion, newest first.
+        A miss is (False, None); (True, None) means the model had nothing here before."""
+        for (entry_uri, serial), entry in reversed(self._entries.items()):
+            if entry_uri != uri or entry.suffix != suffix or not prefix.startswith(entry.prefix):
+                continue
+            typed = prefix[len(entry.prefix):]
+            if not typed:
+                self._entries.move_to_end((entry_uri, serial))
+                return True, entry.completion
+            if (rest := forward(entry.completion, typed)) is not None:
+                self._entries.move_to_end((entry_uri, serial))
+                return True, rest
+        return False, None
+
+    def forget(self, uri: str) -> None:
+        """Drops a closed document's entries."""
+        for key in [key for key in self._entries if key[0] == uri]:
+            del self._entries[key]
