@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
-from typing import Callable
 
 from lsprotocol import types
 from pygls.uris import to_fs_path

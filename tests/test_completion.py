@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from zhiyin.completion import CompletionRequest, Completer, clean_completion, is_multiline_position, stable_prefix
+from zhiyin.completion import (
+    Completer,
+    CompletionRequest,
+    clean_completion,
+    is_multiline_position,
+    stable_prefix,
+)
 
 
 @pytest.mark.parametrize("before, after, multiline", [
