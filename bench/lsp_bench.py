@@ -50,12 +50,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import corpora  # noqa: E402
-from lsprotocol import types  # noqa: E402
-from pygls.exceptions import JsonRpcException, JsonRpcMethodNotFound, JsonRpcRequestCancelled  # noqa: E402
-from pygls.lsp.client import LanguageClient  # noqa: E402
+import corpora
+from lsprotocol import types
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcMethodNotFound,
+    JsonRpcRequestCancelled,
+)
+from pygls.lsp.client import LanguageClient
 
-from bench.machine import machine  # noqa: E402
+from bench.machine import machine
 
 SERVER_COMMAND = [sys.executable, "-m", "lsp_server"]
 DEFAULT_KEYS = 240
@@ -66,7 +70,7 @@ REGION_LINES = (5, 8)  # lines of a function body deleted and retyped
 BURST_RATE = 20  # requests per second
 STALE_AFTER_S = 1.0  # an item answered this long after a newer request was sent is stale work
 SETTLE_S = 5.0  # after the burst, before memory is read again
-ANSWER_TIMEOUT_S = 120.0  # for the cold request, the last burst request and the stragglers
+ANSWER_TIMEOUT_S = 300.0  # for the cold request (model load on a busy machine), the last ones, stragglers
 
 
 def log(message: str) -> None:
@@ -250,6 +254,22 @@ def answered(request: Request, future: asyncio.Future) -> None:
             request.text = text if isinstance(text, str) else text.value
 
 
+def write_trace(path: Path, requests: list[Request]) -> None:
+    """Every request, times in ms from the first one: for looking at what the summary hides."""
+    if not requests:
+        return
+    zero = requests[0].sent
+
+    def ms(t: float | None) -> float | None:
+        return None if t is None else round((t - zero) * 1000, 1)
+
+    with path.open("w", encoding="utf-8") as out:
+        for r in requests:
+            out.write(json.dumps({"id": r.msg_id, "sent_ms": ms(r.sent), "superseded_ms": ms(r.superseded),
+                                  "cancelled": r.cancelled, "answered_ms": ms(r.answered), "outcome": r.outcome,
+                                  "single_line": r.single_line, "text": r.text}, ensure_ascii=False) + "\n")
+
+
 async def settle(requests: list[Request], timeout: float) -> None:
     pending = [r.future for r in requests if r.answered is None]
     if pending:
@@ -286,7 +306,7 @@ async def server_stats(client: LanguageClient) -> dict | None:
     """The server's counters, or None while it does not answer `zhiyin/stats`."""
     try:
         result = await asyncio.wait_for(client.protocol.send_request_async(STATS_METHOD, None), 30)
-    except (JsonRpcMethodNotFound, asyncio.TimeoutError):
+    except (TimeoutError, JsonRpcMethodNotFound):
         return None
     except JsonRpcException as error:
         log(f"  {STATS_METHOD}: {error}")
@@ -359,7 +379,7 @@ def replay_figures(requests: list[Request]) -> dict:
         "multi_line": {"n": len(multi), "p50_ms": percentile(multi, 0.5), "p95_ms": percentile(multi, 0.95)},
         "cancelled_by_client": sum(r.cancelled for r in requests),
         # how the server answered what we cancelled: RequestCancelled is right, an item is wasted work
-        "cancelled_answered_as": {o: sum(r.cancelled and r.outcome == o for r in requests)
+        "cancelled_answered_as": {o or "unanswered": sum(r.cancelled and r.outcome == o for r in requests)
                                   for o in ("cancelled", "empty", "items", "error", None)},
         "answered_empty": sum(r.outcome == "empty" for r in requests),
         "answered_empty_not_cancelled": sum(r.outcome == "empty" and not r.cancelled for r in requests),
@@ -443,6 +463,7 @@ async def run(args: argparse.Namespace) -> dict:
     await client.start_io(*SERVER_COMMAND, env=env, cwd=str(work))
     server = Server(client)
     figures: dict = {}
+    editor: Editor | None = None
     try:
         await client.initialize_async(types.InitializeParams(
             capabilities=types.ClientCapabilities(
@@ -459,15 +480,15 @@ async def run(args: argparse.Namespace) -> dict:
         cold = editor.request(cancel_previous=False)
         await settle([cold], ANSWER_TIMEOUT_S)
         await wait_for_progress(progress, 600)
+        figures["cold_first_completion_s"] = None if cold.answered is None else round(cold.answered - cold.sent, 2)
         figures["cold"] = {
-            "first_completion_s": None if cold.answered is None else round(cold.answered - cold.sent, 2),
             "first_outcome": cold.outcome,
             "ready_after_initialize_s": {p.get("title") or token: round(p["ended"] - initialized, 2)
                                          for token, p in progress.items() if "ended" in p},
             "index_message": next((p.get("message") for p in progress.values() if p.get("message")), None),
             "rss_mib": server.memory_mib("VmRSS"),
         }
-        log(f"  first completion {figures['cold']['first_completion_s']} s; {figures['cold']['index_message']}; "
+        log(f"  first completion {figures['cold_first_completion_s']} s; {figures['cold']['index_message']}; "
             f"ready {figures['cold']['ready_after_initialize_s']}")
 
         stats = [await server_stats(client)]
@@ -498,9 +519,12 @@ async def run(args: argparse.Namespace) -> dict:
     finally:
         try:
             await asyncio.wait_for(client.stop(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:  # an error above left it running
             server.process.kill()
+            await server.process.wait()
         shutil.rmtree(work, ignore_errors=True)
+        if args.trace:
+            write_trace(args.trace, editor.requests if editor else [])
     figures["server_log_lines"] = server.log_lines
     if server.log:
         log("server log (last lines):\n  " + "\n  ".join(server.log))
@@ -533,6 +557,7 @@ def main() -> None:
     parser.add_argument("--embeddings", action="store_true", help="index with embeddings (slower to start)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 keys, a 5 s burst")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON object here")
+    parser.add_argument("--trace", type=Path, default=None, help="write every request here, one JSON line each")
     args = parser.parse_args()
     args.keystrokes = args.keystrokes or (40 if args.quick else DEFAULT_KEYS)
     args.burst_seconds = args.burst_seconds or (5.0 if args.quick else 30.0)

@@ -288,6 +288,10 @@ class Index:
 
         return search(self.store, self.embedder, query, k, filters, legs or LEGS)
 
+    def files_naming(self, name: str) -> list[str]:
+        """The files that define, reference or import the identifier `name`."""
+        return self.store.files_naming(name)
+
     def context_for_cursor(
         self, path: str | Path, line: int, column: int, budget_tokens: int, text: str | None = None,
         legs: tuple[str, ...] | None = None,

@@ -349,6 +349,16 @@ class Store:
         )
         return (Definition(*r) for r in rows)
 
+    def files_naming(self, name: str) -> list[str]:
+        """Paths of the files that define, reference or import `name`."""
+        rows = self.conn.execute(
+            "SELECT f.path FROM files f WHERE f.id IN (SELECT file_id FROM symbols WHERE name = ?1 "
+            "UNION SELECT file_id FROM refs WHERE name = ?1 "
+            "UNION SELECT file_id FROM imports WHERE ',' || names || ',' LIKE '%,' || ?1 || ',%') ORDER BY f.path",
+            (name,),
+        )
+        return [path for (path,) in rows]
+
     def all_references(self) -> Iterator[tuple[str, str, int]]:
         """(path, name, count) for every name each file references."""
         return iter(self.conn.execute("SELECT f.path, r.name, r.count FROM refs r JOIN files f ON f.id = r.file_id"))

@@ -43,6 +43,7 @@ class Backends:
         self._engine_done = threading.Event()  # loaded, or failed
         self._index: Index | None = None
         self._index_lock = threading.Lock()  # held while the index is read or written
+        self._index_done = threading.Event()  # the first index run ended, well or not
         self.index_changed: list[Callable[[], None]] = []  # called (in a worker thread) after each update
 
     def start(self) -> None:
@@ -68,6 +69,23 @@ class Backends:
     def index_for_reading(self) -> Iterator[Index | None]:
         """The index while it is up to date and not being written; else None."""
         if self._index is None or not self._index_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield self._index
+        finally:
+            self._index_lock.release()
+
+    @contextmanager
+    def index_when_ready(self, timeout: float) -> Iterator[Index | None]:
+        """The index once the first run has ended and no update is writing it; None when it failed
+        or `timeout` seconds passed first."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        if self.root is None or not self._index_done.wait(timeout):
+            yield None
+            return
+        if not self._index_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             yield None
             return
         try:
@@ -114,6 +132,8 @@ class Backends:
             log.exception("indexing %s", self.root)
             self._progress.end(token)
             self._show_error(_(MSG_INDEX_FAILED).format(root=self.root, error=e))
+        finally:
+            self._index_done.set()
 
     def _update_file(self, path: Path) -> None:
         try:

@@ -29,3 +29,11 @@ def cursor_from_position(text: str, position: types.Position, encoding: str) -> 
         if units > position.character:
             return None
     return (position.line + 1, len(line)) if units == position.character else None
+
+
+def position_at(text: str, offset: int, encoding: str) -> types.Position:
+    """The LSP position of the code point offset `offset` in `text`."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    units_of = _UNITS.get(encoding, _UNITS[types.PositionEncodingKind.Utf16])
+    return types.Position(line=text.count("\n", 0, offset),
+                          character=sum(units_of(c) for c in text[line_start:offset]))

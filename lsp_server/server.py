@@ -1,9 +1,10 @@
 """The Zhiyin language server: inline completions from the local engine and the repository index.
 
-One module-level server; each feature is a function named after its LSP method. Handlers parse
-the request and hand the work to `CompletionRunner` / `Backends`; nothing slow runs on the event
-loop. Capabilities: `textDocument/inlineCompletion` (LSP 3.18), `textDocument/completion` for
-clients without it, incremental sync, re-indexing on save.
+One module-level server; each feature is a function named after its LSP method or command.
+Handlers parse the request and hand the work to `CompletionRunner`, `RepositoryEdits` or
+`Backends`; nothing slow runs on the event loop. Capabilities: `textDocument/inlineCompletion`
+(LSP 3.18), `textDocument/completion` for clients without it, code actions, the `zhiyin.*`
+commands, incremental sync; the index follows saves and watched-file events.
 """
 
 from __future__ import annotations
@@ -12,18 +13,28 @@ import asyncio
 import logging
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from lsp_server.backends import Backends
+from lsp_server.code_actions import (
+    EXPLAIN_COMMAND,
+    FIX_COMMAND,
+    code_actions,
+    explain,
+    fix_instruction,
+)
 from lsp_server.completions import CompletionRunner
 from lsp_server.progress import Progress
+from lsp_server.repository_edits import RepositoryEdits
 from lsp_server.settings import Settings, parse_settings
-from zhiyin.i18n import set_locale
+from zhiyin.edits import EditPlan
+from zhiyin.i18n import N_, _, set_locale
 
 if TYPE_CHECKING:
     from pygls.server import ServerErrors
@@ -31,6 +42,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS = "zhiyin/stats"
+EDIT_REPOSITORY = "zhiyin.editRepository"
+PROPOSE_EDITS = "zhiyin.proposeEdits"
+APPLY_EDITS = "zhiyin.applyEdits"
+
+MSG_NO_INSTRUCTION = N_("Give the edit instruction as the command's one argument, a non-empty string.")
+MSG_BAD_PLAN = N_("The argument is not an edit plan from zhiyin.proposeEdits.")
+MSG_BAD_ARGUMENTS = N_("The arguments of {command} are not valid.")
+MSG_OUTSIDE_WORKSPACE = N_("The file lies outside the workspace.")
 MAX_LABEL_CHARS = 60  # of a completion item's label; the item inserts the whole text
 
 
@@ -42,6 +61,8 @@ class ZhiyinServer(LanguageServer):
     completions: CompletionRunner
     loop: asyncio.AbstractEventLoop  # the one serving the client
     watch_files: bool  # the client watches files for us when asked
+    progress: Progress
+    edits: RepositoryEdits
 
     def report_server_error(self, error: Exception, source: ServerErrors) -> None:
         # pygls would show its own English text; a broken message is the client's bug: log it only
@@ -64,14 +85,15 @@ def initialize(server: ZhiyinServer, params: types.InitializeParams) -> None:
         log.warning("%s", message)
         server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
     server.loop = asyncio.get_running_loop()
-    progress = Progress(server, server.loop,
-                        enabled=bool(get_capability(params.capabilities, "window.work_done_progress", False)))
+    server.progress = progress = Progress(
+        server, server.loop, enabled=bool(get_capability(params.capabilities, "window.work_done_progress", False)))
     def show_error(message: str) -> None:
         server.show_message_threadsafe(message, types.MessageType.Error)
 
     server.backends = Backends(_workspace_root(params), embeddings=server.settings.embeddings, progress=progress,
                                show_error=show_error)
     server.completions = CompletionRunner(server.backends, server.settings, show_error)
+    server.edits = RepositoryEdits(server)
     server.watch_files = bool(get_capability(
         params.capabilities, "workspace.did_change_watched_files.dynamic_registration", False))
 
@@ -153,6 +175,80 @@ async def text_document_completion(server: ZhiyinServer, params: types.Completio
     return types.CompletionList(is_incomplete=True, items=[item])
 
 
+@SERVER.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+    code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.Empty]))
+def text_document_code_action(server: ZhiyinServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    return code_actions(params)
+
+
+@SERVER.command(EDIT_REPOSITORY)
+async def edit_repository(server: ZhiyinServer, *args: Any) -> dict:
+    """[instruction]: proposes, checks and applies a repository-wide edit; answers what it did."""
+    return (await server.edits.edit(_instruction(args))).to_json()
+
+
+@SERVER.command(PROPOSE_EDITS)
+async def propose_edits(server: ZhiyinServer, *args: Any) -> dict:
+    """[instruction]: the edit plan, not applied (a client shows it before the user accepts)."""
+    return (await server.edits.propose(_instruction(args))).to_json()
+
+
+@SERVER.command(APPLY_EDITS)
+async def apply_edits(server: ZhiyinServer, *args: Any) -> dict:
+    """[plan]: applies a plan from `zhiyin.proposeEdits` if every file is still as it was."""
+    try:
+        plan = EditPlan.from_json(args[0] if len(args) == 1 else None)
+    except ValueError as e:
+        raise JsonRpcInvalidParams(_(MSG_BAD_PLAN)) from e
+    return (await server.edits.apply(plan)).to_json()
+
+
+@SERVER.command(FIX_COMMAND)
+async def fix_diagnostic(server: ZhiyinServer, *args: Any) -> dict:
+    """[uri, line, problem]: the model's fix for a diagnostic, checked and applied like any edit."""
+    if len(args) != 3 or not isinstance(args[0], str) or not isinstance(args[1], int) or not isinstance(args[2], str):
+        raise JsonRpcInvalidParams(_(MSG_BAD_ARGUMENTS).format(command=FIX_COMMAND))
+    path = _workspace_relative(server, args[0])
+    if path is None:
+        raise JsonRpcInvalidParams(_(MSG_OUTSIDE_WORKSPACE))
+    return (await server.edits.edit(fix_instruction(args[1], args[2]), paths=[path])).to_json()
+
+
+@SERVER.command(EXPLAIN_COMMAND)
+async def explain_code(server: ZhiyinServer, *args: Any) -> str:
+    """[uri, range]: the model's explanation of the code in range, also shown to the user."""
+    try:
+        uri, span = args
+        span = types.Range(start=types.Position(**_camel_free(span["start"])),
+                           end=types.Position(**_camel_free(span["end"])))
+        document = server.workspace.get_text_document(uri)
+        lines = document.lines[span.start.line : span.end.line + 1]
+    except (ValueError, TypeError, KeyError, OSError, UnicodeDecodeError) as e:
+        raise JsonRpcInvalidParams(_(MSG_BAD_ARGUMENTS).format(command=EXPLAIN_COMMAND)) from e
+    name = (to_fs_path(uri) or uri).rsplit("/", 1)[-1]
+    text = await explain(server.backends, name, "".join(lines))
+    server.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=text))
+    return text
+
+
+def _instruction(args: tuple[Any, ...]) -> str:
+    if len(args) != 1 or not isinstance(args[0], str) or not args[0].strip():
+        raise JsonRpcInvalidParams(_(MSG_NO_INSTRUCTION))
+    return args[0].strip()
+
+
+def _camel_free(position: dict) -> dict:
+    return {"line": int(position["line"]), "character": int(position["character"])}
+
+
+def _workspace_relative(server: ZhiyinServer, uri: str) -> str | None:
+    """The workspace-relative path of `uri`; None when it is not a file inside the workspace."""
+    path, root = to_fs_path(uri), server.backends.root
+    if path is None or root is None or not Path(path).resolve().is_relative_to(root):
+        return None
+    return Path(path).resolve().relative_to(root).as_posix()
+
+
 @SERVER.feature(STATS)
 def stats(server: ZhiyinServer, params: None) -> dict[str, int]:
     """Counters of the completion pipeline, for benchmarks and troubleshooting."""
@@ -168,7 +264,11 @@ def shutdown(server: ZhiyinServer, params: None) -> None:
 def serve(tcp: tuple[str, int] | None = None) -> None:
     """Serve one client over stdio, or over TCP at `tcp` (host, port): it ends when the client leaves."""
     logging.basicConfig(level=logging.WARNING, format="zhiyin-lsp %(levelname)s %(name)s: %(message)s")
-    if tcp is None:
-        SERVER.start_io()
-    else:
-        SERVER.start_tcp(*tcp)
+    try:
+        if tcp is None:
+            SERVER.start_io()
+        else:
+            SERVER.start_tcp(*tcp)
+    finally:  # the client may have gone without a shutdown: stop the model at once, not at exit
+        if hasattr(SERVER, "completions"):
+            SERVER.completions.shutdown()

@@ -56,3 +56,22 @@ def chat_prompt(engine: LLMEngine, messages: list[dict[str, str]]) -> Prompt:
     # The template writes BOS itself where the model wants it.
     ids = engine.tokenizer.encode(chat.text, allow_special=True)
     return Prompt(ids, list(chat.stop_strings), list(chat.stop_token_ids))
+
+
+EDIT_SYSTEM = (
+    "You edit source files. Answer only with SEARCH/REPLACE blocks, one per change, each exactly:\n"
+    "<<<<<<< SEARCH\nlines copied exactly from the file\n=======\nthe lines that replace them\n>>>>>>> REPLACE"
+)
+
+
+def edit_prompt(engine: LLMEngine, instruction: str, path: str, text: str, context: str = "") -> Prompt:
+    """Asks for the changes `instruction` makes to the file `path`, as SEARCH/REPLACE blocks;
+    `context` (from `repository_context`) shows related code from elsewhere."""
+    user = (f"{context}File {path}:\n```\n{text}\n```\n\nChange this file: {instruction}")
+    return chat_prompt(engine, [{"role": "system", "content": EDIT_SYSTEM}, {"role": "user", "content": user}])
+
+
+def explain_prompt(engine: LLMEngine, path: str, code: str, answer_language: str) -> Prompt:
+    """Asks for a short explanation of `code` from the file `path`, in `answer_language` (English, Chinese)."""
+    user = (f"Explain briefly what this code from {path} does, in {answer_language}.\n```\n{code}\n```")
+    return chat_prompt(engine, [{"role": "user", "content": user}])
