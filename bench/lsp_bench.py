@@ -1,19 +1,22 @@
 """Inline-completion latency of the real language server while someone types (issue 6).
 
 The server runs for real (`python -m lsp_server` over stdio, the default model, OMP_NUM_THREADS=2)
-on a copy of a real repository (wechatpy from PyPI, bench/corpora.py); the client is pygls's
-LanguageClient driven the way an editor drives it.
+on a copy of a real repository (wechatpy from PyPI, bench/corpora.py; 16k lines, indexed without
+embeddings unless --embeddings); the client is pygls's LanguageClient driven the way an editor
+drives it.
 
 Phases:
 - cold: didOpen, then one inline request while the model loads and the repository is indexed
   (`cold_first_completion_s`); the replay waits for the index to finish;
-- typing replay: a stretch of a function body (5–8 lines, ≥ --keystrokes keys) is deleted from the
-  file and retyped key by key at human pace (seeded delays: lognormal around 200 ms, fast bursts,
-  thinking pauses after `(`, `.`, `=`, `,`, 1–2 s pauses at line ends). Enter inserts the newline
-  and the next line's indentation in one change, as an auto-indenting editor does. Each key sends
-  an incremental didChange, then an inline request at the new cursor, without waiting for the
-  answer; a request still pending when the next key comes is cancelled with `$/cancelRequest`,
-  as VS Code does. Latency targets count single-line items answered to requests not cancelled;
+- typing replay: a stretch of a function body (the fewest lines from 5 worth --keystrokes keys: 5–8
+  for the default) is deleted from the file (on disk too: the index must not know it), and its
+  first --keystrokes keys are typed back one by one at human pace (seeded delays, median ~180 ms:
+  lognormal, fast bursts, thinking pauses after `(`, `.`, `=`, `,`, 1–2 s pauses at line ends).
+  Enter inserts the newline and the next line's indentation in one change, as an auto-indenting
+  editor does (brackets are not auto-closed). Each key sends an incremental didChange, then an
+  inline request at the new cursor, without waiting for the answer; a request still pending when
+  the next key comes is cancelled with `$/cancelRequest`, as VS Code does. The latency targets
+  count single-line items answered to requests not cancelled;
 - burst: a misbehaving client sends a key and a request every 50 ms for --burst-seconds and never
   cancels. The last request must be answered; earlier ones should be dropped, not queued: an
   answer with an item more than 1 s after a newer request was sent is stale work. The server's
@@ -147,8 +150,8 @@ def pick_region(corpus: corpora.Corpus, min_keys: int, rng: random.Random) -> Re
 
 
 def key_delays(keys: list[str], rng: random.Random) -> list[float]:
-    """Seconds before each key: lognormal around 180 ms, bursts of fast keys, short thinking pauses
-    after punctuation, 1–2 s pauses at half the line ends (before Enter)."""
+    """Seconds before each key: lognormal around 200 ms, bursts of fast keys (~80 ms; the median of
+    all is ~180 ms), thinking pauses after punctuation, 1–2 s pauses at half the line ends (before Enter)."""
     delays, burst = [], 0
     for i, key in enumerate(keys):
         previous = keys[i - 1] if i else ""
@@ -190,13 +193,15 @@ class Request:
 
 
 class Editor:
-    """One open document, typed into at a moving cursor; positions in UTF-16 units."""
+    """One open document, typed into at a moving cursor (`line`, `column` in code points, 0-based);
+    the server is sent positions in UTF-16 units."""
 
     def __init__(self, client: LanguageClient, uri: str, text: str, line: int, column: int) -> None:
         self.client, self.uri, self.text = client, uri, text
         self.version = 1
-        self.line, self.line_prefix = line, text.split("\n")[line][:column]
-        self.offset = sum(len(l) + 1 for l in text.split("\n")[:line]) + column
+        rows = text.split("\n")
+        self.line, self.line_prefix = line, rows[line][:column]
+        self.offset = sum(len(row) + 1 for row in rows[:line]) + column
         self.requests: list[Request] = []
         client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
@@ -456,6 +461,8 @@ async def run(args: argparse.Namespace) -> dict:
     indent = indentation(region.lines[0])
     opened = "\n".join(original[: region.first_line] + [indent]
                        + original[region.first_line + len(region.lines) :])
+    # on disk too: the index must not hand the model the very lines being typed as "context"
+    (repo / region.path).write_text(opened, encoding="utf-8")
 
     progress: dict[str, dict] = {}
     client = make_client(progress)
@@ -541,7 +548,8 @@ async def run(args: argparse.Namespace) -> dict:
                    "corpus": {"name": corpus.name, "source": corpus.source, "files": corpus.num_files,
                               "lines": corpus.num_lines},
                    "file": region.path, "file_lines": len(original), "function": region.function,
-                   "retyped_lines": [region.first_line + 1, region.first_line + len(region.lines)],
+                   "deleted_lines": [region.first_line + 1, region.first_line + len(region.lines)],
+                   "deleted_keys": len(region.keys),
                    "typing_s": round(sum(delays), 1),
                    "median_key_delay_ms": round(statistics.median(delays) * 1000)},
         "figures": figures, "targets": TARGETS, "met": met,

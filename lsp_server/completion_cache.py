@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from zhiyin.completion import Completion
 
-MAX_ENTRIES = 64  # all documents together; an entry holds its document's text around the cursor
+MAX_ENTRIES = 64  # all documents together
+MAX_CHARS = 16_000_000  # an entry holds its whole document (the text before and after the cursor)
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,22 @@ def forward(completion: Completion | None, typed: str) -> Completion | None:
 
 
 class CompletionCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_chars: int = MAX_CHARS) -> None:
         self._entries: OrderedDict[tuple[str, int], _Entry] = OrderedDict()  # (uri, serial) -> entry
         self._serial = 0
-        self.max_entries = max_entries
+        self._chars = 0
+        self.max_entries, self.max_chars = max_entries, max_chars
 
     def store(self, uri: str, prefix: str, suffix: str, completion: Completion | None) -> None:
+        size = len(prefix) + len(suffix)
+        if size > self.max_chars // 4:  # a huge document would push out every other entry
+            return
         self._serial += 1
         self._entries[(uri, self._serial)] = _Entry(prefix, suffix, completion)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._chars += size
+        while len(self._entries) > self.max_entries or self._chars > self.max_chars:
+            _key, old = self._entries.popitem(last=False)
+            self._chars -= len(old.prefix) + len(old.suffix)
 
     def lookup(self, uri: str, prefix: str, suffix: str) -> tuple[bool, Completion | None]:
         """(found, completion): the answer for this cursor from an earlier completion, newest first.
@@ -60,4 +67,5 @@ class CompletionCache:
     def forget(self, uri: str) -> None:
         """Drops a closed document's entries."""
         for key in [key for key in self._entries if key[0] == uri]:
-            del self._entries[key]
+            old = self._entries.pop(key)
+            self._chars -= len(old.prefix) + len(old.suffix)

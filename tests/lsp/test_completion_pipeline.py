@@ -38,6 +38,16 @@ def test_cache_is_bounded_and_keeps_the_newest() -> None:
     assert cache.lookup("a.py", "line4", "") == (True, Completion("_4", False))
 
 
+def test_cache_holds_a_bounded_amount_of_text() -> None:
+    cache = CompletionCache(max_chars=1000)
+    cache.store("huge.js", "x" * 400, "", Completion("y", False))  # over a quarter: not kept
+    assert cache.lookup("huge.js", "x" * 400, "") == (False, None)
+    for i in range(6):
+        cache.store("a.py", f"{i}" * 200, "", Completion("z", False))
+    assert cache.lookup("a.py", "0" * 200, "") == (False, None)  # 6 x 200 chars: the oldest went
+    assert cache.lookup("a.py", "1" * 200, "") == (True, Completion("z", False))
+
+
 def test_debounce_follows_the_typing_pace_within_its_bounds() -> None:
     debounce = AdaptiveDebounce(min_s=0.05, max_s=1.0)
     assert debounce.arrived("a.py", now=0.0) == 0.05  # no pace known yet
