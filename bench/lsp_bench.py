@@ -464,6 +464,7 @@ async def run(args: argparse.Namespace) -> dict:
     # on disk too: the index must not hand the model the very lines being typed as "context"
     (repo / region.path).write_text(opened, encoding="utf-8")
 
+    load_start = round(os.getloadavg()[0], 2)
     progress: dict[str, dict] = {}
     client = make_client(progress)
     wall = time.perf_counter()
@@ -551,7 +552,9 @@ async def run(args: argparse.Namespace) -> dict:
                    "deleted_lines": [region.first_line + 1, region.first_line + len(region.lines)],
                    "deleted_keys": len(region.keys),
                    "typing_s": round(sum(delays), 1),
-                   "median_key_delay_ms": round(statistics.median(delays) * 1000)},
+                   "median_key_delay_ms": round(statistics.median(delays) * 1000),
+                   # a shared machine: other work running at the same time shows here
+                   "load_average_start_end": [load_start, round(os.getloadavg()[0], 2)]},
         "figures": figures, "targets": TARGETS, "met": met,
     }
 

@@ -20,6 +20,8 @@ def cursor_from_position(text: str, position: types.Position, encoding: str) -> 
     if not 0 <= position.line < len(lines) or position.character < 0:
         return None
     line = lines[position.line].removesuffix("\r")
+    if line.isascii():  # one unit per character in every encoding: no walk over a long line
+        return (position.line + 1, position.character) if position.character <= len(line) else None
     units_of = _UNITS.get(encoding, _UNITS[types.PositionEncodingKind.Utf16])
     units = 0
     for column, char in enumerate(line):

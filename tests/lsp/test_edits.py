@@ -4,6 +4,7 @@ applies `workspace/applyEdit` as an editor would, a Chinese-speaking user."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Union
@@ -43,6 +44,7 @@ class Editor:
 
     def __init__(self) -> None:
         self.received: list[types.ApplyWorkspaceEditParams] = []
+        self.registrations: list[types.Registration] = []
 
     def apply(self, params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
         self.received.append(params)
@@ -73,11 +75,18 @@ async def session(repo: Path):
     def apply_edit(_client: LanguageClient, params: types.ApplyWorkspaceEditParams):
         return editor.apply(params)
 
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register_capability(_client: LanguageClient, params: types.RegistrationParams):
+        editor.registrations += params.registrations
+
     await client.initialize_session(types.InitializeParams(
         capabilities=types.ClientCapabilities(
             window=types.WindowClientCapabilities(work_done_progress=True),
-            workspace=types.WorkspaceClientCapabilities(apply_edit=True, workspace_edit=types.WorkspaceEditClientCapabilities(
-                document_changes=True, change_annotation_support=types.ChangeAnnotationsSupportOptions()))),
+            workspace=types.WorkspaceClientCapabilities(
+                apply_edit=True,
+                workspace_edit=types.WorkspaceEditClientCapabilities(
+                    document_changes=True, change_annotation_support=types.ChangeAnnotationsSupportOptions()),
+                did_change_watched_files=types.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True))),
         root_uri=repo.as_uri(), locale="zh-CN", initialization_options={"embeddings": False}))
     yield client, editor
     await client.shutdown_session()
@@ -184,3 +193,33 @@ async def test_code_actions_offer_a_fix_and_an_explanation(session, repo: Path) 
     explanation = await command(client, "zhiyin.explainCode", *commands["zhiyin.explainCode"].command.arguments)
     assert isinstance(explanation, str) and explanation.strip()
     assert any(m.message == explanation for m in client.messages)  # shown to the user too
+
+
+async def test_files_changed_outside_the_editor_reach_the_index(session, repo: Path) -> None:
+    client, editor = session
+    assert [r.method for r in editor.registrations] == ["workspace/didChangeWatchedFiles"]
+    (repo / "shop" / "refunds.py").write_text("def refund_order(order_id: int) -> None:\n    pass\n",
+                                               encoding="utf-8")
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(changes=[types.FileEvent(
+        uri=(repo / "shop" / "refunds.py").as_uri(), type=types.FileChangeType.Created)]))
+    for _tick in range(100):  # the server re-indexes in the background
+        plan = await command(client, "zhiyin.proposeEdits", "rename refund_order to refund")
+        if plan["edits"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [e["path"] for e in plan["edits"]] == ["shop/refunds.py"]
+
+
+async def test_fix_with_zhiyin_runs_the_model_and_reports_per_file(session, repo: Path) -> None:
+    """The tiny default model seldom writes a SEARCH/REPLACE block that matches: whatever it
+    writes, the result is either a checked edit that still parses or a reason for that file."""
+    client, editor = session
+    before = (repo / "shop" / "orders.py").read_text(encoding="utf-8")
+    uri = (repo / "shop" / "orders.py").as_uri()
+    result = await command(client, "zhiyin.fixDiagnostic", uri, 3, "missing docstring")
+    assert result["files"] == ["shop/orders.py"] or set(result["problems"]) == {"shop/orders.py"}, result
+    after = (repo / "shop" / "orders.py").read_text(encoding="utf-8")
+    if result["applied"]:
+        ast.parse(after)
+    else:
+        assert after == before and CJK.search(result["problems"]["shop/orders.py"])

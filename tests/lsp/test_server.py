@@ -233,6 +233,43 @@ async def test_typing_what_was_suggested_is_answered_from_the_cache(session, rep
     assert after.completed == before.completed  # no model run
 
 
+async def inline_at(client: LanguageClient, uri: str, position: types.Position) -> types.InlineCompletionList:
+    return await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=position,
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+
+
+async def test_unreadable_files_on_disk_get_an_empty_answer(session, repo: Path) -> None:
+    """Not open in the editor, so the server reads the disk: invalid UTF-8, a binary file, nothing."""
+    client, _result = session
+    (repo / "latin1.py").write_bytes(b"name = '\xe9t\xe9'\nprint(")
+    (repo / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    for name in ("latin1.py", "logo.png", "missing.py"):
+        result = await asyncio.wait_for(inline_at(client, (repo / name).as_uri(), types.Position(line=1, character=6)), 30)
+        assert not result.items, name
+    await test_inline_completion_continues_the_code(session, repo)  # the server still serves
+
+
+async def test_a_five_megabyte_minified_line_is_completed_without_harm(session, repo: Path) -> None:
+    client, _result = session
+    uri = (repo / "web" / "bundle.min.js").as_uri()
+    line = "var a=function(b){return b+1};" * (5_000_000 // 30) + "var total=a("
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="javascript", version=1, text=line)))
+    start_s = time.perf_counter()
+    result = await asyncio.wait_for(inline_at(client, uri, types.Position(line=0, character=len(line))), 60)
+    print(f"completion at the end of a {len(line) / 1e6:.1f} MB line: {time.perf_counter() - start_s:.1f} s")
+    assert all("\n" not in item.insert_text for item in result.items)  # mid-line: one line at most
+    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    # control characters and NULs from a half-binary buffer are text like any other
+    uri = (repo / "odd.py").as_uri()
+    text = "data = '\x00\x01\x1b[0m'\nvalue = len("
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+    await asyncio.wait_for(inline_at(client, uri, types.Position(line=1, character=12)), 60)
+    await test_inline_completion_continues_the_code(session, repo)
+
+
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])
 async def test_invalid_options_are_reported_in_the_client_locale(tmp_path: Path, locale: str) -> None:
     client, result = await start(tmp_path, None, locale=locale,
