@@ -301,7 +301,7 @@ class Server:
         """VmRSS (now) or VmHWM (peak) of the server, MiB."""
         try:
             with open(f"/proc/{self.pid}/status") as status:
-                kib = next(int(l.split()[1]) for l in status if l.startswith(key + ":"))
+                kib = next(int(row.split()[1]) for row in status if row.startswith(key + ":"))
             return round(kib / 1024, 1)
         except (OSError, StopIteration):
             return None

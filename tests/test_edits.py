@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from zhiyin.edit_planner import identifier_spans, parse_rename, rename_plan, search_replace_spans
+from zhiyin.edit_planner import (
+    identifier_spans,
+    parse_rename,
+    rename_plan,
+    search_replace_spans,
+)
 from zhiyin.edits import EditPlan, FileEdit, Replacement, check_plan, text_hash
 
 SAMPLE_REPO = Path(__file__).parent / "indexer" / "sample_repo"

@@ -168,8 +168,7 @@ def read_code_actions_as_editors_do(client: LanguageClient) -> None:
         is_command = isinstance(value.get("command"), str)
         return converter.structure(value, types.Command if is_command else types.CodeAction)
 
-    converter.register_structure_hook(types.Command | types.CodeAction, hook)
-    converter.register_structure_hook(Union[types.Command, types.CodeAction], hook)
+    converter.register_structure_hook(Union[types.Command, types.CodeAction], hook)  # noqa: UP007 (lsprotocol's key)
 
 
 async def test_code_actions_offer_a_fix_and_an_explanation(session, repo: Path) -> None:
@@ -213,7 +212,7 @@ async def test_files_changed_outside_the_editor_reach_the_index(session, repo: P
 async def test_fix_with_zhiyin_runs_the_model_and_reports_per_file(session, repo: Path) -> None:
     """The tiny default model seldom writes a SEARCH/REPLACE block that matches: whatever it
     writes, the result is either a checked edit that still parses or a reason for that file."""
-    client, editor = session
+    client, _editor = session
     before = (repo / "shop" / "orders.py").read_text(encoding="utf-8")
     uri = (repo / "shop" / "orders.py").as_uri()
     result = await command(client, "zhiyin.fixDiagnostic", uri, 3, "missing docstring")
