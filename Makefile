@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast bench bench-index bench-embed bench-baselines catalogs clean
+.PHONY: install run test test-fast bench bench-index bench-embed bench-lsp bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-index: install
 
 bench-embed: install
 	$(PY) bench/embed_bench.py
+
+bench-lsp: install
+	$(PY) bench/lsp_bench.py
 
 catalogs: install
 	$(PY) scripts/update_catalogs.py

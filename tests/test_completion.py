@@ -38,6 +38,9 @@ def test_block_stops_where_the_scope_ends() -> None:
 def test_repeated_lines_and_blank_results_are_dropped() -> None:
     assert clean_completion("a = 1\nb = 2\na = 1\nb = 2", "", "", True) == "a = 1\nb = 2"
     assert clean_completion("   \n  ", "    ", "", True) == ""
+    # on a blank line, a model that breaks the line first: its next line is written at the cursor
+    assert clean_completion("\n    return x\n", "    ", "", True) == "return x"
+    assert clean_completion("\nprint(x)", "    ", "", True) == ""  # back at the outer level: nothing
 
 
 @pytest.mark.slow

@@ -162,10 +162,20 @@ def clean_completion(text: str, before: str, suffix: str, multiline: bool) -> st
     if not multiline:
         text = text.split("\n", 1)[0]
     else:
+        text = _from_the_cursor_line(text, before)
         text = _within_scope(text, before)
         text = _drop_repeated_lines(text)
     text = _without_suffix_overlap(text, suffix)
     return text.rstrip() if text.strip() else ""
+
+
+def _from_the_cursor_line(text: str, before: str) -> str:
+    """On a blank line the model often starts with a line break and indents the next line itself:
+    write that line at the cursor instead, minus the indentation the cursor already has."""
+    if before.strip() or not text.startswith("\n"):
+        return text
+    rest = text.lstrip("\n")
+    return rest[len(before):] if rest.startswith(before) else text
 
 
 def _within_scope(text: str, before: str) -> str:
