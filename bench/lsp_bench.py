@@ -515,7 +515,14 @@ async def run(args: argparse.Namespace) -> dict:
         burst_keys = ["\n" + indent, *keys_for(region.lines)]
         figures["burst"] = await burst(editor, burst_keys, args.burst_seconds, server)
         stats.append(await server_stats(client))
-        figures["burst"]["server_stats"] = stats_delta(stats[1], stats[2])
+        burst_stats = figures["burst"]["server_stats"] = stats_delta(stats[1], stats[2])
+        # the KV pool's pages are touched as the prefix cache fills (bounded by kv_cache_mib): memory
+        # by design, not a leak; what is left after it is the heap that must come back
+        rss = figures["burst"]["rss_mib"]
+        if burst_stats is not None and "kv_resident_mib" in burst_stats and rss["before"] and rss[f"after_{SETTLE_S:g}s"]:
+            figures["burst"]["kv_growth_mib"] = burst_stats["kv_resident_mib"]
+            figures["burst"]["rss_after_less_kv_growth_over_before"] = round(
+                (rss[f"after_{SETTLE_S:g}s"] - burst_stats["kv_resident_mib"]) / rss["before"], 3)
         log(f"  last request {figures['burst']['last_outcome']} after {figures['burst']['last_latency_ms']} ms, "
             f"{figures['burst']['stale_answers_after_newer_sent']} stale answers")
 

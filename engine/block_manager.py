@@ -34,6 +34,7 @@ class BlockManager:
         self.hash_to_block: dict[bytes, int] = {}
         self.free_ids = list(range(num_blocks))  # min-heap: low ids first keeps sequences contiguous
         self.evictable: OrderedDict[int, None] = OrderedDict()  # unreferenced but cached, LRU first
+        self.high_water = 0  # blocks [0, high_water) have been used: their memory is resident
 
     @property
     def num_free(self) -> int:
@@ -63,6 +64,7 @@ class BlockManager:
         else:
             raise KVCacheFullError(num_blocks=self.num_blocks)
         self.ref_counts[block_id] = 1
+        self.high_water = max(self.high_water, block_id + 1)
         return block_id
 
     def seal(self, block_id: int, parent: bytes, token_ids: list[int]) -> bytes:

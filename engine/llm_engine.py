@@ -100,6 +100,11 @@ class LLMEngine:
         model = build_model(checkpoint, options)
         return cls(model, checkpoint.tokenizer, checkpoint.model_id, options)
 
+    @property
+    def kv_resident_bytes(self) -> int:
+        """Bytes of the KV pool in use or ever used (the pool's pages are touched on first use)."""
+        return self.blocks.high_water * self.kv.block_size * KVCache.bytes_per_token(self.config, self.kv.k.dtype)
+
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         """Prompt ids, with BOS where the model wants one."""
         ids = self.tokenizer.encode(text, allow_special=allow_special)

@@ -56,6 +56,11 @@ class Backends:
         if self.root is not None:
             threading.Thread(target=self._load_index, name="zhiyin-index", daemon=True).start()
 
+    @property
+    def engine(self) -> LLMEngine | None:
+        """The engine if loaded, without waiting."""
+        return self._engine
+
     def wait_for_engine(self, timeout: float, cancel: threading.Event) -> LLMEngine | None:
         """The engine once loaded; None if it failed, `timeout` seconds passed, or `cancel` was set."""
         self.start()

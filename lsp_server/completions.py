@@ -14,6 +14,7 @@ before sending the next, which may want the run — within one token of the engi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pygls.workspace import Workspace
 
 from engine import LLMEngine
 from engine.errors import EngineError
+from engine.memory import trim_heap
 from lsp_server.backends import Backends
 from lsp_server.completion_cache import CompletionCache, forward
 from lsp_server.debounce import AdaptiveDebounce
@@ -185,6 +187,9 @@ class CompletionRunner:
     def _finished(self, uri: str, run: _Run) -> None:
         if self._runs.get(uri) is run:
             del self._runs[uri]
+        if not self._runs:  # idle: a burst of stopped runs must not leave the process at its peak
+            with contextlib.suppress(RuntimeError):  # the executor is shut down
+                self._executor.submit(trim_heap)
         completion = None if run.future.cancelled() else run.future.result()
         if run.cancel.is_set() or run.future.cancelled():
             self.stats.cancelled += 1

@@ -250,9 +250,11 @@ def _workspace_relative(server: ZhiyinServer, uri: str) -> str | None:
 
 
 @SERVER.feature(STATS)
-def stats(server: ZhiyinServer, params: None) -> dict[str, int]:
-    """Counters of the completion pipeline, for benchmarks and troubleshooting."""
-    return server.completions.stats.as_dict()
+def stats(server: ZhiyinServer, params: None) -> dict[str, float]:
+    """Counters of the completion pipeline and the engine's KV pool in use, for benchmarks and troubleshooting."""
+    engine = server.backends.engine
+    kv_mib = round(engine.kv_resident_bytes / 2**20, 1) if engine is not None else 0.0
+    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib}
 
 
 @SERVER.feature(types.SHUTDOWN)
