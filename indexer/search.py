@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pathspec
 
-from indexer import fts_text
+from engine import search_text
 from indexer.store import ChunkRow, Store
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def search(
 ) -> list[SearchHit]:
     depth = max(50, 5 * k) * (4 if filters else 1)
     ranked: dict[str, list[int]] = {}
-    if "bm25" in legs and (match := fts_text.match_query(query)):
+    if "bm25" in legs and (match := search_text.match_query(query)):
         ranked["bm25"] = [id for id, _ in store.fts_chunks(match, depth)]
     if "vector" in legs and embedder is not None and store.has_vectors():
         ranked["vector"] = [id for id, _ in store.nearest_chunks(embedder.embed_queries([query])[0], depth)]

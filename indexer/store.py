@@ -18,7 +18,7 @@ import pysqlite3.dbapi2 as sqlite3
 import sqlite_utils
 import sqlite_vec
 
-from indexer import fts_text
+from engine import search_text
 from indexer.records import Chunk, FileAnalysis
 
 SCHEMA_VERSION = 2  # 2: the embedding model's id on every vector
@@ -253,9 +253,9 @@ class Store:
         self.conn.executemany("DELETE FROM chunks WHERE id = ?", params)
 
     def _fts_insert(self, id: int, path: str, symbol: str, header: str, text: str) -> None:
-        names = fts_text.document(f"{path} {symbol} {header}")
+        names = search_text.document(f"{path} {symbol} {header}")
         self.conn.execute(
-            "INSERT INTO chunks_fts(rowid, names, body) VALUES (?, ?, ?)", (id, names, fts_text.document(text))
+            "INSERT INTO chunks_fts(rowid, names, body) VALUES (?, ?, ?)", (id, names, search_text.document(text))
         )
 
     # --- vectors -------------------------------------------------------------------------

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "repository index, over standard input/output unless --tcp is given."))
     lsp.add_argument("--tcp", type=parse_tcp_address, default=None, metavar="HOST:PORT",
                      help=_("listen on TCP instead (PORT alone: 127.0.0.1); serves one client, then exits"))
+
+    from zhiyin.commands.memory_parser import add_parser as add_memory_parser
+
+    add_memory_parser(verbs, _bounded, _add_repo_argument)
     return parser
 
 
@@ -138,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.lsp import run_lsp
 
             return run_lsp(args)
+        if args.verb == "memory":
+            from zhiyin.commands.memory import run_memory
+
+            return run_memory(args)
         if args.verb in ("index", "search", "map"):
             from zhiyin.commands import index
 

@@ -1,5 +1,7 @@
 """Text as SQLite FTS5 sees it: identifiers split on snake_case/camelCase, Chinese as bigrams.
 
+Shared by the indexer and the project memory (both search code-flavoured text in two languages).
+
 FTS5's unicode61 tokenizer keeps `load_config` whole and a run of Chinese characters as one token,
 so neither `config` nor `配置` would match. Documents and queries both pass through `terms`.
 """
