@@ -22,8 +22,9 @@ import pathspec
 from engram.records import USER_PARTITION, Memory, Recalled
 from engram.store import MemoryStore, lines_hash
 
-RRF_K = 60
+RRF_K = 10  # few candidates: rank differences must still count against importance and recency
 LEG_WEIGHTS = {"vector": 1.0, "fts": 1.0, "glob": 0.6}
+MAX_VECTOR_DISTANCE = 0.85  # cosine; farther is unrelated for the multilingual embedders here
 CANDIDATES = 30  # per leg
 STALE_FACTOR = 0.5
 PINNED_FACTOR = 1.5
@@ -52,7 +53,8 @@ def recall(store: MemoryStore, query: str, repo: str, *, path: str | None = None
     partitions = [repo, USER_PARTITION]
     ranked: dict[str, list[int]] = {}
     if "vector" in legs and (vector := store.embed_query(query)) is not None:
-        ranked["vector"] = [i for i, _d in store.vector_search(vector, partitions, CANDIDATES)]
+        ranked["vector"] = [i for i, d in store.vector_search(vector, partitions, CANDIDATES)
+                            if d <= MAX_VECTOR_DISTANCE]
     if "fts" in legs:
         ranked["fts"] = [i for i, _s in store.fts_search(query, partitions, CANDIDATES)]
     if "glob" in legs and path:
@@ -89,8 +91,8 @@ def recall(store: MemoryStore, query: str, repo: str, *, path: str | None = None
 
 def _weight(memory: Memory, stale: bool, now: float) -> float:
     age_days = max(0.0, now - memory.valid_from) / 86400
-    recency = 0.5 + 0.5 * math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
-    weight = (0.5 + memory.importance) * recency
+    recency = 0.8 + 0.2 * math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
+    weight = (0.85 + 0.3 * memory.importance) * recency  # relevance leads; these break near ties
     if stale:
         weight *= STALE_FACTOR
     if memory.pinned:

@@ -33,8 +33,8 @@ from detect_secrets.plugins.keyword import KeywordDetector
 PLACEHOLDER = "[REDACTED:{kind}]"
 PLACEHOLDER_RE = re.compile(r"\[REDACTED:[a-z0-9-]+\]")
 
-# A finding from a format rule beats a detect-secrets plugin, which beats a keyword guess,
-# when their spans overlap and must share one placeholder.
+# When spans overlap and share one placeholder, it names the strongest: a specific format, then
+# a detect-secrets plugin or a generic shape (bearer, URL password), then a keyword guess.
 FORMAT, PLUGIN, KEYWORD = 3, 2, 1
 
 MAX_PLUGIN_LINE = 4096  # detect-secrets' keyword regexes backtrack on long minified lines
@@ -64,6 +64,7 @@ class _Rule:
     group: str | int
     check: Callable[[str], bool] | None
     is_token: bool
+    priority: int
 
 
 def redact(text: str) -> Redaction:
@@ -101,7 +102,7 @@ _PLACEHOLDER_WORDS = frozenset("""
     example sample dummy placeholder test testing notasecret""".split())
 _PLACEHOLDER_PARTS = ("example", "changeme", "change_me", "change-me", "placeholder", "redacted",
                       "xxxx", "****", "dummy", "fake", "${", "{{", "<", "os.environ", "getenv",
-                      "process.env", "env(", "env[", "secretsmanager", "vault:")
+                      "process.env", "env(", "env[", "secretsmanager", "vault:", "...", "…")
 _PLACEHOLDER_AFFIXES = re.compile(r"^(?:your|my|insert|enter|replace|paste|put)[\W_]|[\W_]here$",
                                   re.IGNORECASE)
 
@@ -125,12 +126,12 @@ def _is_redaction_leftover(value: str) -> bool:
 
 
 def _rule(kind: str, pattern: str, group: str | int = 0, check: Callable[[str], bool] | None = None,
-          *, token: bool = False) -> _Rule:
+          *, token: bool = False, priority: int = FORMAT) -> _Rule:
     # A token ends where ASCII word characters stop (Chinese text may touch it); its start is
     # checked in _format_findings, as a leading look-behind would cost re its literal-prefix scan.
     if token:
         pattern += r"(?![A-Za-z0-9_\-])"
-    return _Rule(kind, re.compile(pattern, re.ASCII), group, check, token)
+    return _Rule(kind, re.compile(pattern, re.ASCII), group, check, token, priority)
 
 
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -140,8 +141,8 @@ _FORMAT_RULES = (
           r"(?:[\s\S]{0,65536}?-----END (?P=label)-----|(?:[A-Za-z0-9+/=:\-,\\ \t\r\n]){0,65536})"),
     _rule("gcp-service-account-key", r'"private_key_id"\s*:\s*"(?P<v>[0-9a-f]{40})"', "v"),
     _rule("anthropic-api-key", r"sk-ant-[A-Za-z0-9_\-]{20,300}", token=True),
-    _rule("openai-api-key", r"sk-(?!ant-)(?:proj-|svcacct-|admin-)?(?P<v>[A-Za-z0-9_\-]{20,300})", "v",
-          _looks_random, token=True),
+    _rule("openai-api-key", r"sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,300}", 0, _looks_random,
+          token=True),
     _rule("github-token", r"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{40,251})", token=True),
     _rule("gitlab-token", r"gl(?:pat|dt|rt|ptt|ft|cbt|oas|soat)-[A-Za-z0-9_\-]{20,64}", token=True),
     _rule("slack-token", r"xox[abposre]-[A-Za-z0-9\-]{10,250}", token=True),
@@ -166,10 +167,10 @@ _FORMAT_RULES = (
           _looks_random, token=True),
     _rule("telegram-bot-token", r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}", token=True),
     _rule("bearer-token", r"(?i:\b(?:bearer|token|basic))[ \t]+(?P<v>[A-Za-z0-9\-._~+/]{20,}=*)", "v",
-          _looks_random),
+          _looks_random, priority=PLUGIN),
     # The password of any scheme://user:password@host; the user and the host stay.
     _rule("url-password", r"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@'\"<>]{0,64}:(?P<v>[^\s@/'\"<>]{1,128})@"
-          r"[A-Za-z0-9\-._\[\]]"),
+          r"[A-Za-z0-9\-._\[\]]", priority=PLUGIN),
 )
 
 
@@ -185,7 +186,7 @@ def _format_findings(text: str) -> Iterator[tuple[int, int, str, int]]:
                 continue
             if rule.kind == "url-password" and _is_placeholder(value):
                 continue
-            yield match.start(rule.group), match.end(rule.group), rule.kind, FORMAT
+            yield match.start(rule.group), match.end(rule.group), rule.kind, rule.priority
 
 
 # --- secret-named assignments -------------------------------------------------------------
@@ -237,7 +238,7 @@ def _secret_kind(key: str) -> str | None:
     return _KIND_BY_WORD.get(last)
 
 
-def _is_secret_value(value: str, *, bare: bool, key: str, code_like: bool) -> bool:
+def _is_secret_value(value: str, *, bare: bool = False, key: str = "", is_expression: bool = False) -> bool:
     if len(value) < 6 or _is_placeholder(value) or _is_redaction_leftover(value) or _PATH.fullmatch(value):
         return False
     if not bare:
@@ -246,8 +247,19 @@ def _is_secret_value(value: str, *, bare: bool, key: str, code_like: bool) -> bo
         return False  # YAML tags, anchors and block scalars; numbers
     if _IDENTIFIER_CHAIN.fullmatch(value):
         # An unquoted name is a reference in code; in .env and YAML it is the value itself.
-        return not code_like and "." not in value and (key.isupper() or "_" not in value)
+        return not is_expression and "." not in value and (key.isupper() or "_" not in value)
     return True
+
+
+def _is_expression(match: re.Match[str], text: str) -> bool:
+    """True where an unquoted value is code or prose, not a literal from a .env or YAML file."""
+    op = match["op"].strip(" \t")
+    after = text[match.end():match.end() + 3]
+    if op == ":":
+        # "access_token: Access token from the OAuth flow" (a docstring), "Token: expired" (prose)
+        return bool(re.match(r"[ \t]+[^\W\d_]", after)) or match["key"].istitle()
+    return (op != "=" or match["op"] != "=" or bool(match["close"])
+            or after.lstrip(" \t")[:1] in (",", ")", "}", ";", "(", "[", "."))
 
 
 def _assignment_findings(text: str) -> Iterator[tuple[int, int, str, int]]:
@@ -256,16 +268,14 @@ def _assignment_findings(text: str) -> Iterator[tuple[int, int, str, int]]:
         if kind is None:
             continue
         group = next(g for g in ("dq", "sq", "bq", "bare") if match[g] is not None)
-        value = match[group]
-        op = match["op"].strip(" \t")
-        after = text[match.end():match.end() + 3].lstrip(" \t")[:1]
-        code_like = (op in (":=", "=>") or (op == "=" and match["op"] != "=") or len(op) > 2
-                     or bool(match["close"]) or after in (",", ")", "}", ";", "(", "[", "."))
-        if _is_secret_value(value, bare=group == "bare", key=match["key"], code_like=code_like):
+        if group != "bare":
+            if _is_secret_value(match[group]):
+                yield match.start(group), match.end(group), kind, KEYWORD
+        elif _is_secret_value(match[group], bare=True, key=match["key"], is_expression=_is_expression(match, text)):
             yield match.start(group), match.end(group), kind, KEYWORD
     for match in _CHAT_ASSIGNMENT.finditer(text):
         value = match["bare"].rstrip(".,;:!?)]}\"'`”」")
-        if _looks_random(value) and _is_secret_value(value, bare=False, key="", code_like=False):
+        if _looks_random(value) and _is_secret_value(value):
             kind = _secret_kind(match["key"]) or "secret"
             yield match.start("bare"), match.start("bare") + len(value), kind, KEYWORD
 
@@ -335,7 +345,7 @@ def _locate(value: str, line: str, offset: int, plugin: BasePlugin,
         else:
             key = _KEY_BEFORE.search(line, 0, start)
             found = _secret_kind(key[1]) if key else "secret"
-            if found and _is_secret_value(value, bare=False, key="", code_like=False):
+            if found and _is_secret_value(value):
                 yield offset + start, offset + end, found, KEYWORD
         start = line.find(value, end)
 

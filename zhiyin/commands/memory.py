@@ -25,7 +25,7 @@ STATUS_LABELS = {"active": N_("active"), "pending": N_("pending"), "superseded":
                  "stale": N_("stale"), "rejected": N_("rejected")}
 ACTIONS = {"added": N_("Remembered as #{id}."), "duplicate": N_("Already remembered as #{id}; the evidence was added."),
            "merged": N_("Merged into #{id}, which says the same."),
-           "superseded": N_("Remembered as #{id}; it replaces #{old}.")}
+           "superseded": N_("Remembered as #{id}; it replaces {old}.")}
 MSG_REDACTED = N_("{count} secret(s) were replaced by placeholders before storing.")
 MSG_NONE = N_("No memories.")
 MSG_STATUS_SET = N_("#{id} is now {status}.")
@@ -42,8 +42,7 @@ MSG_STALE = N_("(stale: the cited lines changed since)")
 def run_memory(args: argparse.Namespace) -> int:
     embeddings = args.memory_verb not in ("list", "show", "approve", "reject", "forget", "pin", "export") and \
         not getattr(args, "no_embeddings", False)
-    memory = open_memory(repository_root(args.repo), embeddings=embeddings,
-                         path=Path(args.store) if args.store else None)
+    memory = open_memory(repository_root(args.repo), embeddings=embeddings)
     if memory.store.moved_aside is not None:
         print(_(MSG_MOVED_ASIDE).format(path=memory.store.moved_aside), file=sys.stderr)
     try:

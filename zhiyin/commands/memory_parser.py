@@ -17,7 +17,6 @@ def add_parser(verbs: argparse._SubParsersAction, bounded, add_repo_argument) ->
 
     def with_repo(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         add_repo_argument(parser)
-        parser.add_argument("--store", default=None, help=argparse.SUPPRESS)  # another store file (tests)
         return parser
 
     listing = with_repo(sub.add_parser("list", help=_("List the memories of this repository and yours.")))
