@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -83,6 +84,8 @@ class MemoryStore:
         self.moved_aside = moved_aside  # where a damaged file went, for the caller to say
         self._embedder_factory = embedder
         self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # one connection, shared by the server's threads: one writer at a time
 
     # --- opening -------------------------------------------------------------------------
 
@@ -114,23 +117,26 @@ class MemoryStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise MemoryStoreUnwritableError(path=str(self.path), detail=str(e)) from e
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with self._write_lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise MemoryStoreUnwritableError(path=str(self.path), detail=str(e)) from e
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     @property
     def embedder(self) -> Embedder | None:
-        if self._embedder is None and self._embedder_factory is not None:
-            self._embedder = self._embedder_factory()
-            self._prepare_vectors(self._embedder)
-        return self._embedder
+        with self._embedder_lock:
+            if self._embedder is None and self._embedder_factory is not None:
+                embedder = self._embedder_factory()
+                self._prepare_vectors(embedder)
+                self._embedder = embedder
+            return self._embedder
 
     # --- writing -------------------------------------------------------------------------
 

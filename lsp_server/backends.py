@@ -21,6 +21,7 @@ from indexer.index import Index
 from lsp_server.progress import Progress
 from zhiyin.config import load_config
 from zhiyin.i18n import N_, _, translate_error
+from zhiyin.memory import MSG_MOVED_ASIDE, RepositoryMemory, open_memory
 from zhiyin.runtime import INDEX_PHASES, open_engine, open_index
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ MSG_INDEXING = N_("Indexing the repository")
 MSG_INDEXED = N_("{files} files, {chunks} chunks")
 MSG_ENGINE_FAILED = N_("Zhiyin cannot load the model: {error}")
 MSG_INDEX_FAILED = N_("Zhiyin cannot index {root}: {error}")
+MSG_MEMORY_FAILED = N_("Zhiyin cannot open the project memory: {error}")
 
 
 class Backends:
@@ -45,6 +47,9 @@ class Backends:
         self._index_lock = threading.Lock()  # held while the index is read or written
         self._index_done = threading.Event()  # the first index run ended, well or not
         self.index_changed: list[Callable[[], None]] = []  # called (in a worker thread) after each update
+        self._memory: RepositoryMemory | None = None
+        self._memory_lock = threading.Lock()
+        self._memory_failed = False
 
     def start(self) -> None:
         """Load the engine and the index in the background; only the first call does anything."""
@@ -55,6 +60,22 @@ class Backends:
         threading.Thread(target=self._load_engine, name="zhiyin-engine", daemon=True).start()
         if self.root is not None:
             threading.Thread(target=self._load_index, name="zhiyin-index", daemon=True).start()
+
+    def memory(self) -> RepositoryMemory | None:
+        """The project memory of the workspace, opened on first use; None without a workspace or
+        when it cannot be opened (said once)."""
+        if self.root is None:
+            return None
+        with self._memory_lock:
+            if self._memory is None and not self._memory_failed:
+                try:
+                    self._memory = open_memory(self.root, embeddings=self.embeddings)
+                    if self._memory.store.moved_aside is not None:
+                        self._show_error(_(MSG_MOVED_ASIDE).format(path=self._memory.store.moved_aside))
+                except EngineError as e:
+                    self._memory_failed = True
+                    self._show_error(_(MSG_MEMORY_FAILED).format(error=translate_error(e)))
+            return self._memory
 
     @property
     def engine(self) -> LLMEngine | None:

@@ -18,6 +18,7 @@ from zhiyin.prompts import explain_prompt
 
 FIX_COMMAND = "zhiyin.fixDiagnostic"
 EXPLAIN_COMMAND = "zhiyin.explainCode"
+REMEMBER_COMMAND = "zhiyin.rememberConvention"
 MAX_FIX_ACTIONS = 3  # diagnostics offered a fix at one place
 EXPLAIN_MAX_TOKENS = 256
 MAX_EXPLAIN_CHARS = 6000
@@ -25,12 +26,15 @@ ENGINE_WAIT_S = 120.0
 
 MSG_FIX = N_("Fix with Zhiyin: {problem}")
 MSG_EXPLAIN = N_("Explain this code with Zhiyin")
+MSG_REMEMBER = N_("Remember this as a project convention")
 MSG_FIX_INSTRUCTION = N_("fix this problem on line {line}: {problem}")
 MSG_NO_MODEL = N_("Zhiyin cannot explain: the model could not be loaded.")
 MAX_TITLE_CHARS = 80
 
 
-def code_actions(params: types.CodeActionParams) -> list[types.CodeAction]:
+def code_actions(params: types.CodeActionParams, *, in_workspace: bool) -> list[types.CodeAction]:
+    """Fixes for the diagnostics at the range; for a selection, an explanation and (in the
+    workspace, which has a project memory) remembering it as a convention."""
     uri = params.text_document.uri
     actions = []
     for diagnostic in params.context.diagnostics[:MAX_FIX_ACTIONS]:
@@ -45,6 +49,11 @@ def code_actions(params: types.CodeActionParams) -> list[types.CodeAction]:
         actions.append(types.CodeAction(
             title=title, kind=types.CodeActionKind.Empty,
             command=types.Command(title=title, command=EXPLAIN_COMMAND, arguments=[uri, params.range])))
+        if in_workspace:
+            title = _(MSG_REMEMBER)
+            actions.append(types.CodeAction(
+                title=title, kind=types.CodeActionKind.Empty,
+                command=types.Command(title=title, command=REMEMBER_COMMAND, arguments=[uri, params.range])))
     return actions
 
 

@@ -208,9 +208,10 @@ class CompletionRunner:
             return None
         completer = self._completer_for(engine)
         try:
+            memory = self.backends.memory() if in_repository else None
             with self.backends.index_for_reading() as index:
                 return completer.complete(request, run.cancel, index=index if in_repository else None,
-                                          on_text=run.on_text)
+                                          memory=memory, on_text=run.on_text)
         except EngineError as e:
             self._report(_(MSG_COMPLETION_FAILED).format(error=translate_error(e)))
         except Exception as e:  # a bug must cost one completion, not the server

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
@@ -25,6 +25,7 @@ from lsp_server.backends import Backends
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
     FIX_COMMAND,
+    REMEMBER_COMMAND,
     code_actions,
     explain,
     fix_instruction,
@@ -33,7 +34,9 @@ from lsp_server.completions import CompletionRunner
 from lsp_server.progress import Progress
 from lsp_server.repository_edits import RepositoryEdits
 from lsp_server.settings import Settings, parse_settings
+from engram.records import AddResult
 from zhiyin.edits import EditPlan
+from zhiyin.memory import convention_from_code, remember
 from zhiyin.i18n import N_, _, set_locale
 
 if TYPE_CHECKING:
@@ -50,6 +53,8 @@ MSG_NO_INSTRUCTION = N_("Give the edit instruction as the command's one argument
 MSG_BAD_PLAN = N_("The argument is not an edit plan from zhiyin.proposeEdits.")
 MSG_BAD_ARGUMENTS = N_("The arguments of {command} are not valid.")
 MSG_OUTSIDE_WORKSPACE = N_("The file lies outside the workspace.")
+MSG_NO_MEMORY = N_("The project memory is not available.")
+MSG_REMEMBERED = N_("Zhiyin will remember this convention (#{id}).")
 MAX_LABEL_CHARS = 60  # of a completion item's label; the item inserts the whole text
 
 
@@ -178,7 +183,7 @@ async def text_document_completion(server: ZhiyinServer, params: types.Completio
 @SERVER.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
     code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.Empty]))
 def text_document_code_action(server: ZhiyinServer, params: types.CodeActionParams) -> list[types.CodeAction]:
-    return code_actions(params)
+    return code_actions(params, in_workspace=_workspace_relative(server, params.text_document.uri) is not None)
 
 
 @SERVER.command(EDIT_REPOSITORY)
@@ -217,18 +222,47 @@ async def fix_diagnostic(server: ZhiyinServer, *args: Any) -> dict:
 @SERVER.command(EXPLAIN_COMMAND)
 async def explain_code(server: ZhiyinServer, *args: Any) -> str:
     """[uri, range]: the model's explanation of the code in range, also shown to the user."""
-    try:
-        uri, span = args
-        span = types.Range(start=types.Position(**_camel_free(span["start"])),
-                           end=types.Position(**_camel_free(span["end"])))
-        document = server.workspace.get_text_document(uri)
-        lines = document.lines[span.start.line : span.end.line + 1]
-    except (ValueError, TypeError, KeyError, OSError, UnicodeDecodeError) as e:
-        raise JsonRpcInvalidParams(_(MSG_BAD_ARGUMENTS).format(command=EXPLAIN_COMMAND)) from e
+    uri, lines, _start = _selected_lines(server, args, EXPLAIN_COMMAND)
     name = (to_fs_path(uri) or uri).rsplit("/", 1)[-1]
-    text = await explain(server.backends, name, "".join(lines))
+    text = await explain(server.backends, name, "\n".join(lines))
     server.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=text))
     return text
+
+
+@SERVER.command(REMEMBER_COMMAND)
+async def remember_convention(server: ZhiyinServer, *args: Any) -> dict:
+    """[uri, range]: the selected lines become an active convention in the project memory, cited."""
+    uri, lines, start = _selected_lines(server, args, REMEMBER_COMMAND)
+    path = _workspace_relative(server, uri)
+    if path is None:
+        raise JsonRpcInvalidParams(_(MSG_OUTSIDE_WORKSPACE))
+    draft = convention_from_code(path, lines, start + 1)
+    if not draft.statement:
+        raise JsonRpcInvalidParams(_(MSG_BAD_ARGUMENTS).format(command=REMEMBER_COMMAND))
+
+    def store() -> AddResult | None:
+        memory = server.backends.memory()
+        return None if memory is None else remember(memory, draft)
+
+    result = await asyncio.get_running_loop().run_in_executor(None, store)
+    if result is None:
+        raise JsonRpcInternalError(_(MSG_NO_MEMORY))
+    server.window_show_message(types.ShowMessageParams(
+        type=types.MessageType.Info, message=_(MSG_REMEMBERED).format(id=result.id)))
+    return {"id": result.id, "action": result.action, "statement": draft.statement}
+
+
+def _selected_lines(server: ZhiyinServer, args: tuple[Any, ...], command: str) -> tuple[str, list[str], int]:
+    """(uri, the lines the range covers, its first line) from [uri, range] arguments."""
+    try:
+        uri, span = args
+        start, end = _camel_free(span["start"]), _camel_free(span["end"])
+        document = server.workspace.get_text_document(uri)
+        last = end["line"] - (1 if end["character"] == 0 and end["line"] > start["line"] else 0)
+        lines = [line.rstrip("\r\n") for line in document.lines[start["line"] : last + 1]]
+    except (ValueError, TypeError, KeyError, OSError, UnicodeDecodeError) as e:
+        raise JsonRpcInvalidParams(_(MSG_BAD_ARGUMENTS).format(command=command)) from e
+    return uri, lines, start["line"]
 
 
 def _instruction(args: tuple[Any, ...]) -> str:

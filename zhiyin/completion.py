@@ -17,14 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine import LLMEngine, SamplingParams
+from engram.recall import recall
 from indexer.index import Index
 from indexer.languages import language_for_path
-from zhiyin.prompts import Prompt, completion_prompt, repository_context
+from zhiyin.memory import RepositoryMemory
+from zhiyin.prompts import Prompt, completion_prompt, memory_context, repository_context
 
 MAX_PREFIX_CHARS = 6000  # ~1.5k tokens of the current file before the cursor
 MAX_SUFFIX_CHARS = 1500
 PREFIX_STEP_LINES = 32  # a long file's prefix starts at a multiple of this many lines
 CONTEXT_LINES_UP, CONTEXT_LINES_DOWN = 8, 24  # the cursor may move this far before the context is looked up again
+MEMORY_QUERY_LINES = 3  # lines up to the cursor's that ask the project memory
 _BLOCK_OPENERS = (":", "{", "(", "[", "=>")
 
 
@@ -73,12 +76,14 @@ class Completer:
         self._context = None
 
     def complete(self, request: CompletionRequest, cancel: threading.Event | None = None, *,
-                 index: Index | None = None, on_text: Callable[[str], None] | None = None) -> Completion | None:
+                 index: Index | None = None, memory: RepositoryMemory | None = None,
+                 on_text: Callable[[str], None] | None = None) -> Completion | None:
         """The completion at the cursor; its text is empty when the model wrote nothing worth
         showing. None when the cursor lies outside the text or `cancel` was set.
 
-        `index` overrides the one given at construction for this request; `on_text` is called with
-        the raw text generated so far, as it grows."""
+        `index` overrides the one given at construction for this request; `memory` adds the
+        project memories that apply to the file; `on_text` is called with the raw text generated
+        so far, as it grows."""
         offset = request.offset
         if offset is None:
             return None
@@ -86,7 +91,7 @@ class Completer:
         before = prefix[prefix.rfind("\n") + 1 :]
         multiline = is_multiline_position(before, suffix.split("\n", 1)[0])
 
-        context = self._repository_context(request, index or self.index)
+        context = self._repository_context(request, index or self.index, memory)
         prompt = self._fitting_prompt(stable_prefix(prefix), suffix[:MAX_SUFFIX_CHARS], context)
         params = SamplingParams(max_tokens=self.max_tokens, stop=prompt.stop + ([] if multiline else ["\n"]),
                                 stop_token_ids=prompt.stop_token_ids)
@@ -105,16 +110,27 @@ class Completer:
             return Completion(text, multiline, len(prompt.token_ids))
         return Completion(text, multiline, stats.num_prompt_tokens, stats.num_cached_tokens)
 
-    def _repository_context(self, request: CompletionRequest, index: Index | None) -> str:
-        if index is None or self.context_budget <= 0:
+    def _repository_context(self, request: CompletionRequest, index: Index | None,
+                            memory: RepositoryMemory | None) -> str:
+        """Memories that apply to the file, then code from elsewhere in the repository."""
+        if (index is None and memory is None) or self.context_budget <= 0:
             return ""
         sticky = self._context
         if (sticky is not None and sticky.path == request.path
                 and -CONTEXT_LINES_UP <= request.line - sticky.line <= CONTEXT_LINES_DOWN):
             return sticky.text
-        items = index.context_for_cursor(request.path, request.line, request.column, self.context_budget,
-                                         text=request.text)
-        text = repository_context(items, language_for_path(request.path))
+        language = language_for_path(request.path)
+        text = ""
+        if memory is not None:
+            lines = request.text.split("\n")[max(0, request.line - MEMORY_QUERY_LINES) : request.line]
+            # words and globs only: completion must not wait for the embedder
+            recalled = recall(memory.store, "\n".join(lines), memory.repo, path=request.path,
+                              purpose="completion", root=memory.root, legs=("fts", "glob"))
+            text += memory_context(recalled, language)
+        if index is not None:
+            items = index.context_for_cursor(request.path, request.line, request.column, self.context_budget,
+                                             text=request.text)
+            text += repository_context(items, language)
         self._context = _StickyContext(request.path, request.line, text)
         return text
 

@@ -3,17 +3,22 @@ recalled for a request and placed in a prompt."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from engine.embedder import load_embedder
 from engram.git_history import fix_drafts, head_commit
-from engram.records import AddResult, MemoryDraft
+from engram.records import AddResult, Citation, MemoryDraft
 from engram.repository import repository_key
 from engram.rule_files import drafts_from_rule_file, rule_files
-from engram.store import MemoryStore
+from engram.store import MemoryStore, lines_hash
 from zhiyin.config import load_config
 from zhiyin.i18n import N_
+
+MAX_STATEMENT_CHARS = 600
+MAX_FILES_AS_GLOBS = 5
+_COMMENT_MARK = re.compile(r"^\s*(?:#+|//+|/\*+|\*+/?|--|;+)\s?")
 
 MSG_MOVED_ASIDE = N_("The project memory file was damaged; it was moved to {path} and a new one started. "
                      "`zhiyin memory import` restores an export.")
@@ -67,6 +72,31 @@ def learn(memory: RepositoryMemory, *, rules: bool = True, git: bool = True, sin
     return report
 
 
+def convention_from_code(path: str, lines: list[str], start_line: int) -> MemoryDraft:
+    """A convention the user pointed at in a file: the selected lines (comment markers dropped when
+    the selection is a comment), cited by their place and content, for files of the same kind."""
+    stripped = [_COMMENT_MARK.sub("", line) for line in lines]
+    is_comment = all(_COMMENT_MARK.match(line) or not line.strip() for line in lines)
+    statement = " ".join(part.strip() for part in (stripped if is_comment else lines) if part.strip())
+    if len(statement) > MAX_STATEMENT_CHARS:
+        statement = statement[: MAX_STATEMENT_CHARS - 1] + "…"
+    suffix = PurePosixPath(path).suffix
+    end_line = start_line + len(lines) - 1
+    return MemoryDraft(
+        kind="convention", statement=statement,
+        how_to_apply="" if is_comment else f"Follow the pattern of {path}:{start_line}-{end_line}.",
+        globs=(f"**/*{suffix}",) if suffix else (),
+        citations=(Citation("user", path, start_line, end_line, None, lines_hash(lines)),))
+
+
 def remember(memory: RepositoryMemory, draft: MemoryDraft, *, source: str = "user") -> AddResult:
     """A memory the user asked for in so many words: active at once."""
     return memory.store.add(draft, memory.repo, status="active", source=source)
+
+
+def record_accepted_edit(memory: RepositoryMemory, instruction: str, files: list[str]) -> AddResult:
+    """An edit the user accepted says something about how the project goes: kept as a pending
+    decision (inferred, so it waits for approval), citing the files it touched."""
+    draft = MemoryDraft(kind="decision", statement=instruction, globs=tuple(files[:MAX_FILES_AS_GLOBS]),
+                        citations=tuple(Citation("accepted_edit", path) for path in files[:MAX_FILES_AS_GLOBS]))
+    return memory.store.add(draft, memory.repo, status="pending", source="accepted_edit")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from engine import LLMEngine
 from engine.prompt_format import build_fim_prompt, render_chat
+from engram.records import Recalled
 from indexer.context import ContextItem
 
 # How a language writes a line comment: repository context goes into the prompt as comments, so
@@ -33,6 +34,20 @@ def repository_context(items: list[ContextItem], language: str | None) -> str:
         lines = [f"{lead}Path: {item.path}"] + [f"{lead}{line}".rstrip() for line in item.text.split("\n")]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n\n" if blocks else ""
+
+
+def memory_context(recalled: list[Recalled], language: str | None) -> str:
+    """Project memories as comments of the current file's language, marked as recorded facts
+    (data for the model, not instructions to it), stale ones with a caveat."""
+    if not recalled:
+        return ""
+    mark = _LINE_COMMENT.get(language or "text", "//")
+    lead = f"{mark} " if mark else ""
+    lines = [f"{lead}Project memory (facts recorded earlier, may be outdated):"]
+    for r in recalled:
+        caveat = " (its code has changed since; check)" if r.stale else ""
+        lines.append(f"{lead}- [{r.memory.kind}] {r.memory.statement}{caveat}")
+    return "\n".join(lines) + "\n\n"
 
 
 def completion_prompt(engine: LLMEngine, prefix: str, suffix: str | None = None, context: str = "") -> Prompt:

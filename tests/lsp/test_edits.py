@@ -184,7 +184,7 @@ async def test_code_actions_offer_a_fix_and_an_explanation(session, repo: Path) 
         text_document=types.TextDocumentIdentifier(uri=uri), range=selection,
         context=types.CodeActionContext(diagnostics=[diagnostic])))
     commands = {a.command.command: a for a in actions}
-    assert set(commands) == {"zhiyin.fixDiagnostic", "zhiyin.explainCode"}
+    assert set(commands) == {"zhiyin.fixDiagnostic", "zhiyin.explainCode", "zhiyin.rememberConvention"}
     fix = commands["zhiyin.fixDiagnostic"]
     assert fix.kind == types.CodeActionKind.QuickFix and list(fix.diagnostics) == [diagnostic]
     assert CJK.search(fix.title) and "Databse" in fix.title
@@ -222,3 +222,39 @@ async def test_fix_with_zhiyin_runs_the_model_and_reports_per_file(session, repo
         ast.parse(after)
     else:
         assert after == before and CJK.search(result["problems"]["shop/orders.py"])
+
+
+def stored_memories(repo: Path) -> list:
+    from engram.store import MemoryStore
+
+    store = MemoryStore.open(repo.parent / "data" / "zhiyin" / "engram.db")
+    try:
+        return store.list(None)
+    finally:
+        store.close()
+
+
+async def test_remember_this_stores_a_cited_convention_and_accepted_edits_a_pending_decision(session, repo: Path) -> None:
+    client, _editor = session
+    read_code_actions_as_editors_do(client)
+    path = repo / "shop" / "money.py"
+    path.write_text("# Amounts are integer cents; never use float for money.\nPRICE = 1999\n", encoding="utf-8")
+    uri = path.as_uri()
+    comment = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=1, character=0))
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=comment,
+        context=types.CodeActionContext(diagnostics=[])))
+    remember = next(a for a in actions if a.command.command == "zhiyin.rememberConvention")
+    assert CJK.search(remember.title)  # 记住这条项目约定
+    result = await command(client, "zhiyin.rememberConvention", *remember.command.arguments)
+    assert result["statement"] == "Amounts are integer cents; never use float for money."
+    assert any(CJK.search(m.message) and f"#{result['id']}" in m.message for m in client.messages)
+
+    memories = {m.statement: m for m in stored_memories(repo)}
+    convention = memories["Amounts are integer cents; never use float for money."]
+    assert convention.status == "active" and convention.globs == ("**/*.py",)
+    assert (convention.citations[0].file, convention.citations[0].start_line) == ("shop/money.py", 1)
+    # the rename accepted earlier in this module is remembered, pending the user's approval
+    decision = memories["把 load_config 重命名为 read_settings"]
+    assert decision.kind == "decision" and decision.status == "pending"
+    assert {c.file for c in decision.citations} == {"shop/admin.py", "shop/config.py", "shop/db.py"}

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def server_env(home: Path) -> dict[str, str]:
-    """A private cache (the index database) and config for the server."""
+    """A private cache (the index database), data dir (the project memory) and config for the server."""
     return {**os.environ, "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_DATA_HOME": str(home / "data"),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
 
 
