@@ -95,7 +95,7 @@ def _hunks(diff: str) -> list[Hunk]:
 
 def _git(root: Path, *args: str) -> str:
     try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60,
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60, check=False,
                               errors="replace").stdout
     except (OSError, subprocess.SubprocessError):
         return ""

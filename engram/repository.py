@@ -19,5 +19,5 @@ def repository_key(root: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         out = []
     if out:
-        return "git-" + sorted(out)[0][:16]
+        return "git-" + min(out)[:16]
     return "path-" + hashlib.blake2b(str(root).encode(), digest_size=8).hexdigest()

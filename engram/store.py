@@ -31,7 +31,11 @@ import sqlite_vec
 
 from engine import search_text
 from engine.embedder import Embedder
-from engram.errors import InvalidMemoryError, MemoryNotFoundError, MemoryStoreUnwritableError
+from engram.errors import (
+    InvalidMemoryError,
+    MemoryNotFoundError,
+    MemoryStoreUnwritableError,
+)
 from engram.records import (
     KINDS,
     SCOPES,
@@ -307,7 +311,7 @@ class MemoryStore:
             self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     def counts(self) -> dict[str, int]:
-        one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
+        one = lambda sql: self.conn.execute(sql).fetchone()[0]
         return {"memories": one("SELECT count(*) FROM memories"),
                 "active": one("SELECT count(*) FROM memories WHERE status = 'active'"),
                 "pending": one("SELECT count(*) FROM memories WHERE status = 'pending'"),

@@ -21,6 +21,7 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
+from engram.records import AddResult
 from lsp_server.backends import Backends
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
@@ -34,10 +35,9 @@ from lsp_server.completions import CompletionRunner
 from lsp_server.progress import Progress
 from lsp_server.repository_edits import RepositoryEdits
 from lsp_server.settings import Settings, parse_settings
-from engram.records import AddResult
 from zhiyin.edits import EditPlan
-from zhiyin.memory import convention_from_code, remember
 from zhiyin.i18n import N_, _, set_locale
+from zhiyin.memory import convention_from_code, remember
 
 if TYPE_CHECKING:
     from pygls.server import ServerErrors

@@ -19,9 +19,9 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
-from engine.errors import Msg, N_
+from engine.errors import N_, Msg
 
-__all__ = ["N_", "_", "ngettext", "current_locale", "set_locale", "translate_error"]
+__all__ = ["N_", "_", "current_locale", "ngettext", "set_locale", "translate_error"]
 
 DOMAIN = "zhiyin"
 LOCALE_DIR = Path(__file__).parent / "locale"

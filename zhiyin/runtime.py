@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 
 from engine import EngineOptions, LLMEngine
-from engine.model_files import resolve_model
 from engine.embedder import load_embedder
+from engine.model_files import resolve_model
 from indexer.index import Index
 from zhiyin.config import Config, load_config
 from zhiyin.i18n import N_, _

@@ -12,11 +12,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engram.portable import export_jsonl, import_jsonl, memory_to_json, render_agents_md, render_cursor_rules
+from engram.portable import (
+    export_jsonl,
+    import_jsonl,
+    memory_to_json,
+    render_agents_md,
+    render_cursor_rules,
+)
 from engram.recall import recall
 from engram.records import Memory, MemoryDraft
 from zhiyin.i18n import N_, _
-from zhiyin.memory import MSG_MOVED_ASIDE, RepositoryMemory, learn, open_memory, remember
+from zhiyin.memory import (
+    MSG_MOVED_ASIDE,
+    RepositoryMemory,
+    learn,
+    open_memory,
+    remember,
+)
 from zhiyin.runtime import repository_root
 
 KIND_LABELS = {"convention": N_("convention"), "decision": N_("decision"), "fix": N_("fix"),
