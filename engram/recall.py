@@ -22,6 +22,7 @@ import pathspec
 from engram.records import USER_PARTITION, Memory, Recalled
 from engram.store import MemoryStore, lines_hash
 
+LEGS = ("vector", "fts", "glob")
 RRF_K = 10  # few candidates: rank differences must still count against importance and recency
 LEG_WEIGHTS = {"vector": 1.0, "fts": 1.0, "glob": 0.6}
 MAX_VECTOR_DISTANCE = 0.85  # cosine; farther is unrelated for the multilingual embedders here
@@ -46,10 +47,30 @@ BUDGETS = {
 
 def recall(store: MemoryStore, query: str, repo: str, *, path: str | None = None, purpose: str = "chat",
            root: Path | None = None, count_tokens: Callable[[str], int] | None = None,
-           legs: tuple[str, ...] = ("vector", "fts", "glob")) -> list[Recalled]:
+           legs: tuple[str, ...] = LEGS) -> list[Recalled]:
     """The memories of `repo` (and the user's) for `query` at the file `path`, best first, cut to
-    the purpose's budget. With `root`, citations are re-checked against the files there."""
+    the purpose's budget. With `root`, citations are re-checked against the files there: newly
+    stale memories are marked so. The memories returned count as used."""
     budget = BUDGETS[purpose]
+    results = rank(store, query, repo, path=path, root=root, legs=legs)
+    for result in results:
+        if result.stale and result.memory.status == "active":
+            store.set_status(result.memory.id, "stale", "cited lines changed")
+    count = count_tokens or (lambda text: len(text) // 3 + 1)
+    chosen, used = [], 0
+    for result in results:
+        cost = count(result.memory.statement) + 8
+        if len(chosen) == budget.max_items or used + cost > budget.max_tokens:
+            break
+        chosen.append(result)
+        used += cost
+    store.mark_used([r.memory.id for r in chosen])
+    return chosen
+
+
+def rank(store: MemoryStore, query: str, repo: str, *, path: str | None = None, root: Path | None = None,
+         legs: tuple[str, ...] = LEGS) -> list[Recalled]:
+    """Every candidate the legs find, best first; reads only (no budget, no status change)."""
     partitions = [repo, USER_PARTITION]
     ranked: dict[str, list[int]] = {}
     if "vector" in legs and (vector := store.embed_query(query)) is not None:
@@ -63,8 +84,8 @@ def recall(store: MemoryStore, query: str, repo: str, *, path: str | None = None
     fused: dict[int, float] = {}
     found_by: dict[int, list[str]] = {}
     for leg, ids in ranked.items():
-        for rank, memory_id in enumerate(ids):
-            fused[memory_id] = fused.get(memory_id, 0.0) + LEG_WEIGHTS[leg] / (RRF_K + rank + 1)
+        for position, memory_id in enumerate(ids):
+            fused[memory_id] = fused.get(memory_id, 0.0) + LEG_WEIGHTS[leg] / (RRF_K + position + 1)
             found_by.setdefault(memory_id, []).append(leg)
     memories = store.memories(fused)
     now = time.time()
@@ -72,21 +93,9 @@ def recall(store: MemoryStore, query: str, repo: str, *, path: str | None = None
     for memory_id, score in fused.items():
         memory = memories[memory_id]
         stale = memory.status == "stale" or (root is not None and _citation_changed(memory, root))
-        if stale and memory.status == "active":
-            store.set_status(memory_id, "stale", "cited lines changed")
         results.append(Recalled(memory, score * _weight(memory, stale, now), stale, tuple(found_by[memory_id])))
     results.sort(key=lambda r: -r.score)
-
-    count = count_tokens or (lambda text: len(text) // 3 + 1)
-    chosen, used = [], 0
-    for result in results:
-        cost = count(result.memory.statement) + 8
-        if len(chosen) == budget.max_items or used + cost > budget.max_tokens:
-            break
-        chosen.append(result)
-        used += cost
-    store.mark_used([r.memory.id for r in chosen])
-    return chosen
+    return results
 
 
 def _weight(memory: Memory, stale: bool, now: float) -> float:

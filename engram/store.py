@@ -147,24 +147,41 @@ class MemoryStore:
     def add(self, draft: MemoryDraft, repo: str, *, status: str = "active", source: str = "user") -> AddResult:
         """Stores `draft` for the repository partition `repo` (user-scoped drafts go to the user's
         partition): redacted, then deduplicated, merged or superseding what it contradicts."""
-        _check_draft(draft, status)
-        partition = USER_PARTITION if draft.scope == "user" else repo
-        clean, redactions = _redacted_draft(draft)
+        return self.add_many([draft], repo, status=status, source=source)[0]
+
+    def add_many(self, drafts: list[MemoryDraft], repo: str, *, status: str = "active", source: str = "user",
+                 batch_size: int = 256) -> list[AddResult]:
+        """`add` for many drafts: embedded in batches, one transaction per batch (imports, learning)."""
+        results = []
+        for start in range(0, len(drafts), batch_size):
+            batch = drafts[start : start + batch_size]
+            for draft in batch:
+                _check_draft(draft, status)
+            cleaned = [_redacted_draft(d) for d in batch]
+            vectors = self._embed_documents([clean for clean, _n in cleaned])
+            with self.transaction():
+                results += [self._file(clean, redactions, repo, status, source, vector)
+                            for (clean, redactions), vector in zip(cleaned, vectors, strict=True)]
+        return results
+
+    def _file(self, clean: MemoryDraft, redactions: int, repo: str, status: str, source: str,
+              vector: np.ndarray | None) -> AddResult:
+        """Inside a transaction: a redacted draft folded into its duplicate, merged into a near
+        duplicate, or inserted (superseding what it contradicts)."""
+        partition = USER_PARTITION if clean.scope == "user" else repo
         digest = content_hash(clean.kind, clean.statement)
-        vector = self._embed_document(clean)
-        with self.transaction():
-            row = self.conn.execute(
-                "SELECT id FROM memories WHERE repo = ? AND content_hash = ? AND status != 'rejected'",
-                (partition, digest)).fetchone()
-            if row is not None:
-                self._reinforce(row[0], clean, "duplicate")
-                return AddResult(row[0], "duplicate", redactions)
-            if vector is not None and (near := self._nearest(vector, partition, clean.kind, NEAR_DUPLICATE)):
-                self._reinforce(near, clean, "merged")
-                return AddResult(near, "merged", redactions)
-            memory_id = self._insert(clean, partition, status, digest, vector)
-            superseded = self._supersede_contradicted(memory_id, clean, partition, vector) if status == "active" else []
-            self._log(memory_id, "added", {"source": source, "status": status, "redactions": redactions})
+        row = self.conn.execute(
+            "SELECT id FROM memories WHERE repo = ? AND content_hash = ? AND status != 'rejected'",
+            (partition, digest)).fetchone()
+        if row is not None:
+            self._reinforce(row[0], clean, "duplicate")
+            return AddResult(row[0], "duplicate", redactions)
+        if vector is not None and (near := self._nearest(vector, partition, clean.kind, NEAR_DUPLICATE)):
+            self._reinforce(near, clean, "merged")
+            return AddResult(near, "merged", redactions)
+        memory_id = self._insert(clean, partition, status, digest, vector)
+        superseded = self._supersede_contradicted(memory_id, clean, partition, vector) if status == "active" else []
+        self._log(memory_id, "added", {"source": source, "status": status, "redactions": redactions})
         return AddResult(memory_id, "superseded" if superseded else "added", redactions, superseded)
 
     def set_status(self, memory_id: int, status: str, reason: str = "") -> None:
@@ -409,10 +426,13 @@ class MemoryStore:
                           (time.time(), memory_id, action, json.dumps(detail)))
 
     def _embed_document(self, draft: MemoryDraft) -> np.ndarray | None:
+        return self._embed_documents([draft])[0]
+
+    def _embed_documents(self, drafts: list[MemoryDraft]) -> list[np.ndarray | None]:
         embedder = self.embedder
         if embedder is None:
-            return None
-        return embedder.embed_passages([_embedded_text(draft)])[0]
+            return [None] * len(drafts)
+        return list(embedder.embed_passages([_embedded_text(d) for d in drafts]))
 
     def _has_vectors(self) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'memory_vectors'").fetchone() is not None

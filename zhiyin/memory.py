@@ -53,11 +53,9 @@ def learn(memory: RepositoryMemory, *, rules: bool = True, git: bool = True, sin
     report = LearnReport()
     store, repo = memory.store, memory.repo
     if rules:
-        current_topics = set()
-        for path in rule_files(memory.root):
-            for draft in drafts_from_rule_file(memory.root, path):
-                current_topics.add(draft.topic)
-                report.rules.append(store.add(draft, repo, status="active", source="rule_file"))
+        drafts = [draft for path in rule_files(memory.root) for draft in drafts_from_rule_file(memory.root, path)]
+        report.rules = store.add_many(drafts, repo, status="active", source="rule_file")
+        current_topics = {draft.topic for draft in drafts}
         for old in store.list(repo, statuses=("active", "stale")):
             if old.topic and old.topic.startswith("rule:") and old.topic not in current_topics:
                 store.set_status(old.id, "superseded", "rule removed from its file")
@@ -65,8 +63,7 @@ def learn(memory: RepositoryMemory, *, rules: bool = True, git: bool = True, sin
     if git:
         key = f"learned:{repo}"
         start = since or store.meta(key)
-        for draft in fix_drafts(memory.root, start):
-            report.fixes.append(store.add(draft, repo, status="pending", source="git_commit"))
+        report.fixes = store.add_many(fix_drafts(memory.root, start), repo, status="pending", source="git_commit")
         if (head := head_commit(memory.root)) is not None:
             store.set_meta(key, head)
     return report

@@ -16,9 +16,10 @@ It downloads each project's published archive once into `~/.cache/zhiyin-bench/d
 - then prints counts and a lexical baseline (BM25 over words + CJK character bigrams, recall scoped
   to the project like Engram's) so a set that plain keyword search already solves shows up at once.
 
-Mismatches are printed and make the exit status 1. Globs and `source.file` paths: `file` is the
-member name inside the archive (top folder included); globs are relative to the archive's top
-folder, i.e. the repository root (for pydantic-ai-slim, the repository's `pydantic_ai_slim/`).
+Mismatches are printed and make the exit status 1 (2: an archive could not be fetched). Paths:
+`source.file` is the member name inside the archive (top folder included); globs are relative to
+the archive's top folder, i.e. the repository root (for pydantic-ai-slim, the repository's
+`pydantic_ai_slim/`).
 
     python bench/engram_sets/build.py             # fetch once, verify, print counts + baseline
     python bench/engram_sets/build.py --offline   # never download; fail if an archive is missing
@@ -457,7 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     downloads = cache_dir() / "downloads"
     archives = {}
     for project, archive in ARCHIVES.items():
-        archives[project] = ArchiveText(fetch(archive, downloads, offline=args.offline))
+        try:
+            archives[project] = ArchiveText(fetch(archive, downloads, offline=args.offline))
+        except CorpusError as exc:
+            print(f"build.py: {exc}", file=sys.stderr)
+            return 2
         say(f"{project:12} {archive.spec:26} {archives[project].path}")
 
     memories = load_jsonl(MEMORIES)
