@@ -363,7 +363,9 @@ def memory_text(mem: dict) -> str:
     return " ".join([mem["statement"], mem["rationale"], mem["how_to_apply"]])
 
 
-def bm25_ranking(query: str, docs: list[tuple[str, list[str]]], k1: float = 1.2, b: float = 0.75) -> list[str]:
+def bm25_ranking(
+    query: str, docs: list[tuple[str, list[str]]], k1: float = 1.2, b: float = 0.75
+) -> list[str]:
     """Ids of `docs` ([(id, tokens)]) sharing a token with `query`, best BM25 score first."""
     n = len(docs)
     avgdl = sum(len(t) for _, t in docs) / n
@@ -438,7 +440,8 @@ def counts(memories: list[dict], queries: list[dict]) -> dict:
         "queries_per_language": dict(sorted(Counter(q["language"] for q in queries).items())),
         "queries_cross_language": sum(q["cross_language"] for q in queries),
         "queries_cross_by_direction": dict(sorted(Counter(
-            f"{q['language']}->{'en' if q['language'] == 'zh' else 'zh'}" for q in queries if q["cross_language"]
+            f"{q['language']}->{'en' if q['language'] == 'zh' else 'zh'}"
+            for q in queries if q["cross_language"]
         ).items())),
         "queries_per_project": dict(sorted(Counter(q["project"] for q in queries).items())),
         "relevant_per_query": dict(sorted(Counter(len(q["relevant"]) for q in queries).items())),
@@ -484,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         pooled = baseline_pooled[group]
         say(f"  {group:8} n={figures['n']:4}  recall@5={figures['recall@5']:.3f}  MRR={figures['mrr']:.3f}"
             f"  |  recall@5={pooled['recall@5']:.3f}  MRR={pooled['mrr']:.3f}")
-    say(f"\nsame-language queries sharing > {MAX_QUERY_OVERLAP:.0%} of their words with an answer: {len(lexical)}")
+    share = f"{MAX_QUERY_OVERLAP:.0%}"
+    say(f"\nsame-language queries sharing > {share} of their words with an answer: {len(lexical)}")
     for overlap, qid in lexical:
         say(f"  {qid}: {overlap:.2f}")
     say(f"\n{len(problems)} mismatches")
