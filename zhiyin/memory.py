@@ -20,6 +20,11 @@ MAX_STATEMENT_CHARS = 600
 MAX_FILES_AS_GLOBS = 5
 _COMMENT_MARK = re.compile(r"^\s*(?:#+|//+|/\*+|\*+/?|--|;+)\s?")
 
+_REMEMBER = re.compile(
+    r"^(?:please\s+)?(?:remember|keep in mind|note)(?:\s+that)?\s*[:：,，]?\s*(?P<what>.+)$"
+    r"|^(?:请)?(?:记住|记一下|记下)(?:一下)?\s*[:：,，]?\s*(?P<what_zh>.+)$", re.IGNORECASE | re.DOTALL)
+_ABOUT_ME = re.compile(r"^(?:I |I'm |my |me )|^我", re.IGNORECASE)
+
 MSG_MOVED_ASIDE = N_("The project memory file was damaged; it was moved to {path} and a new one started. "
                      "`zhiyin memory import` restores an export.")
 
@@ -84,6 +89,18 @@ def convention_from_code(path: str, lines: list[str], start_line: int) -> Memory
         how_to_apply="" if is_comment else f"Follow the pattern of {path}:{start_line}-{end_line}.",
         globs=(f"**/*{suffix}",) if suffix else (),
         citations=(Citation("user", path, start_line, end_line, None, lines_hash(lines)),))
+
+
+def draft_from_chat(message: str) -> MemoryDraft | None:
+    """The memory a chat message asks to keep in so many words ("remember that …", "记住：…"),
+    else None: nothing said in chat is stored without being asked."""
+    m = _REMEMBER.match(message.strip())
+    what = ((m.group("what") or m.group("what_zh") or "") if m else "").strip()
+    if not what:
+        return None
+    scope = "user" if _ABOUT_ME.search(what) else "repository"
+    return MemoryDraft(kind="preference" if scope == "user" else "convention", statement=what, scope=scope,
+                       citations=(Citation("chat"),))
 
 
 def remember(memory: RepositoryMemory, draft: MemoryDraft, *, source: str = "user") -> AddResult:

@@ -9,7 +9,7 @@ import pytest
 
 from engram.git_history import fix_drafts
 from engram.rule_files import drafts_from_rule_file, parse_rules, rule_files
-from zhiyin.memory import learn, open_memory
+from zhiyin.memory import draft_from_chat, learn, open_memory
 
 AGENTS = """# Agent guide
 
@@ -124,3 +124,16 @@ def test_learn_twice_supersedes_rewritten_rules_and_reads_only_new_commits(repo:
     assert "Use `os.path` for paths." in active and "Use `pathlib.Path` for paths." not in active
     assert learn(memory).fixes == []  # nothing new since
     memory.store.close()
+
+
+@pytest.mark.parametrize(("message", "statement", "scope"), [
+    ("Remember that the staging database is read-only.", "the staging database is read-only.", "repository"),
+    ("please remember: I prefer pytest fixtures over setUp", "I prefer pytest fixtures over setUp", "user"),
+    ("记住：金额一律用整数分存储", "金额一律用整数分存储", "repository"),
+    ("请记住我喜欢用中文回答", "我喜欢用中文回答", "user"),
+    ("How do I remember the user's choice?", None, None),  # a question, not a request
+    ("记住", None, None),
+])
+def test_only_explicit_requests_in_chat_become_memories(message: str, statement, scope) -> None:
+    draft = draft_from_chat(message)
+    assert (draft.statement, draft.scope) == (statement, scope) if statement else draft is None
