@@ -13,8 +13,8 @@ import json
 import random
 import string
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 SEED = 20261129
 NUM_PER_KIND = 9
@@ -301,10 +301,10 @@ index {old}..{new} 100644
  TIMEOUT_SECONDS=30
 """
 _RULES = (
-    "# AGENTS.md\n\n## Running the integration tests\n\nThe tests talk to staging. Use these credentials:\n\n"
-    "```\n{config}\n```\n\nNever run them against production.\n",
-    "---\ndescription: How we call external services\nglobs: [\"services/**/*.py\"]\nalwaysApply: false\n---\n\n"
-    "- Read credentials from the environment, e.g.\n\n```\n{config}\n```\n- Retry 3 times with backoff.\n",
+    ("# AGENTS.md\n\n## Running the integration tests\n\nThe tests talk to staging. Use these credentials:\n\n"
+     "```\n{config}\n```\n\nNever run them against production.\n"),
+    ("---\ndescription: How we call external services\nglobs: [\"services/**/*.py\"]\nalwaysApply: false\n---\n\n"
+     "- Read credentials from the environment, e.g.\n\n```\n{config}\n```\n- Retry 3 times with backoff.\n"),
     "# .cursor/rules/deploy.mdc\n\n部署规范：\n\n1. 先跑 `make test`\n2. 配置示例（不要提交到仓库）：\n\n```\n{config}\n```\n",
 )
 
@@ -388,7 +388,7 @@ _HARMLESS: tuple[Callable[[random.Random], str], ...] = (
     lambda r: 'def check_password(password: str, password_hash: str) -> bool:\n    return bcrypt.checkpw(password.encode(), password_hash.encode())',
     lambda r: 'password = getpass.getpass("数据库密码: ")',
     lambda r: f'token = os.environ["{_word(r).upper()}_TOKEN"]',
-    lambda r: f'api_key = os.getenv("OPENAI_API_KEY")\nif not api_key:\n    raise SystemExit("set OPENAI_API_KEY")',
+    lambda r: 'api_key = os.getenv("OPENAI_API_KEY")\nif not api_key:\n    raise SystemExit("set OPENAI_API_KEY")',
     lambda r: "const token = process.env.API_TOKEN;\nconst secret = process.env.CLIENT_SECRET ?? '';",
     lambda r: f"    environment:\n      POSTGRES_PASSWORD: ${{POSTGRES_PASSWORD}}\n      {_word(r).upper()}_TOKEN: ${{{{ secrets.{_word(r).upper()}_TOKEN }}}}",
     lambda r: 'password = "<your password>"\napi_key = "<YOUR_API_KEY>"',
