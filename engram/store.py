@@ -52,7 +52,7 @@ from engram.redaction import redact
 SCHEMA_VERSION = 1
 NEAR_DUPLICATE = 0.12  # cosine distance under which two memories of a kind say the same thing
 CONTRADICTION = 0.35  # closer than this, with opposite polarity: the newer supersedes the older
-RECALLABLE = ("active", "stale")  # statuses recall returns
+USE_FLUSH_S = 30.0
 _NEGATION = re.compile(
     r"\b(?:never|not|no longer|don't|do not|doesn't|must not|mustn't|avoid|stop|instead of)\b|不要|禁止|避免|不再|不得|别再|勿",
     re.IGNORECASE)
@@ -90,6 +90,8 @@ class MemoryStore:
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
         self._write_lock = threading.RLock()  # one connection, shared by the server's threads: one writer at a time
+        self._pending_uses: dict[int, int] = {}
+        self._last_use_flush = time.time()
 
     # --- opening -------------------------------------------------------------------------
 
@@ -117,6 +119,8 @@ class MemoryStore:
         return cls(conn, path, embedder, moved_aside)
 
     def close(self) -> None:
+        if self._pending_uses:
+            self.flush_uses()
         self.conn.close()
 
     @contextmanager
@@ -237,10 +241,21 @@ class MemoryStore:
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def mark_used(self, memory_ids: list[int]) -> None:
-        if memory_ids:
-            with self.transaction():
-                self.conn.executemany("UPDATE memories SET use_count = use_count + 1, last_used = ? WHERE id = ?",
-                                      [(time.time(), i) for i in memory_ids])
+        """Counts a recall of these memories. Kept in memory and written every USE_FLUSH_S seconds
+        (and on close): a recall must not wait for a disk sync, and a lost count is no lost memory."""
+        now = time.time()
+        with self._write_lock:
+            for memory_id in memory_ids:
+                self._pending_uses[memory_id] = self._pending_uses.get(memory_id, 0) + 1
+            if self._pending_uses and now - self._last_use_flush >= USE_FLUSH_S:
+                self.flush_uses()
+
+    def flush_uses(self) -> None:
+        with self.transaction():
+            self.conn.executemany("UPDATE memories SET use_count = use_count + ?, last_used = ? WHERE id = ?",
+                                  [(n, time.time(), i) for i, n in self._pending_uses.items()])
+            self._pending_uses.clear()
+            self._last_use_flush = time.time()
 
     # --- reading -------------------------------------------------------------------------
 
