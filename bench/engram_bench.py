@@ -33,11 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from bench.machine import machine  # noqa: E402
-from engine.embedder import DEFAULT_EMBEDDER, load_embedder  # noqa: E402
-from engram.recall import rank, recall  # noqa: E402
-from engram.records import MemoryDraft  # noqa: E402
-from engram.store import MemoryStore  # noqa: E402
+from bench.machine import machine
+from engine.embedder import DEFAULT_EMBEDDER, load_embedder
+from engram.recall import rank, recall
+from engram.records import MemoryDraft
+from engram.store import MemoryStore
 
 SETS = ROOT / "bench" / "engram_sets"
 MODES = {"hybrid": ("vector", "fts", "glob"), "fts_only": ("fts",), "vector_only": ("vector",)}
