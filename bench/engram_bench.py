@@ -13,7 +13,7 @@ write throughput (issue 5).
 - writes: memories/s through `add_many` (batched embedding) while filling, and the latency of
   single `add` calls (one embedding and one transaction each).
 
-    python bench/engram_bench.py            # 100k memories: ~30 min on 2 cores (embedding dominates)
+    python bench/engram_bench.py            # 100k memories: ~12 min on 2 cores (embedding dominates)
     python bench/engram_bench.py --quick    # 10k memories, 50 queries
 
 The last line of standard output is one JSON object (see ../shared/DESIGN.md, "Benchmarks").
