@@ -46,6 +46,7 @@ class Backends:
         self._index: Index | None = None
         self._index_lock = threading.Lock()  # held while the index is read or written
         self._index_done = threading.Event()  # the first index run ended, well or not
+        self._waiting_paths: list[Path] = []  # changed while the first index run went on
         self.index_changed: list[Callable[[], None]] = []  # called (in a worker thread) after each update
         self._memory: RepositoryMemory | None = None
         self._memory_lock = threading.Lock()
@@ -119,10 +120,16 @@ class Backends:
         finally:
             self._index_lock.release()
 
-    def update_file(self, path: Path) -> None:
-        """Re-index one file in the background (after a save)."""
-        if self._index is not None:
-            threading.Thread(target=self._update_file, args=(path,), name="zhiyin-save", daemon=True).start()
+    def update_files(self, paths: list[Path]) -> None:
+        """Re-index files in the background (after a save, or changes on disk), one thread for all.
+        Before the first index run has ended they wait for it: it may have read them already."""
+        self.start()
+        with self._start_lock:
+            if self._index is None and not self._index_done.is_set():
+                self._waiting_paths += paths
+                return
+        if self._index is not None and paths:
+            threading.Thread(target=self._update_files, args=(paths,), name="zhiyin-update", daemon=True).start()
 
     def _load_engine(self) -> None:
         token = self._progress.begin(_(MSG_LOADING_MODEL))
@@ -159,16 +166,21 @@ class Backends:
             self._progress.end(token)
             self._show_error(_(MSG_INDEX_FAILED).format(root=self.root, error=e))
         finally:
-            self._index_done.set()
+            with self._start_lock:
+                self._index_done.set()
+                waiting, self._waiting_paths = self._waiting_paths, []
+            if waiting and self._index is not None:
+                self._update_files(list(dict.fromkeys(waiting)))
 
-    def _update_file(self, path: Path) -> None:
-        try:
-            with self._index_lock:
-                assert self._index is not None
-                self._index.update_file(path)
-            self._notify_index_changed()
-        except Exception:  # the next save or start tries again
-            log.exception("re-indexing %s", path)
+    def _update_files(self, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                with self._index_lock:  # taken per file: completions read the index in between
+                    assert self._index is not None
+                    self._index.update_file(path)
+            except Exception:  # the next save or start tries again
+                log.exception("re-indexing %s", path)
+        self._notify_index_changed()
 
     def _notify_index_changed(self) -> None:
         for listener in self.index_changed:

@@ -92,6 +92,7 @@ def initialize(server: ZhiyinServer, params: types.InitializeParams) -> None:
     server.loop = asyncio.get_running_loop()
     server.progress = progress = Progress(
         server, server.loop, enabled=bool(get_capability(params.capabilities, "window.work_done_progress", False)))
+
     def show_error(message: str) -> None:
         server.show_message_threadsafe(message, types.MessageType.Error)
 
@@ -133,21 +134,20 @@ def text_document_did_close(server: ZhiyinServer, params: types.DidCloseTextDocu
 
 @SERVER.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def text_document_did_save(server: ZhiyinServer, params: types.DidSaveTextDocumentParams) -> None:
-    _reindex(server, params.text_document.uri)
+    _reindex(server, [params.text_document.uri])
 
 
 @SERVER.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
 def workspace_did_change_watched_files(server: ZhiyinServer, params: types.DidChangeWatchedFilesParams) -> None:
-    for change in params.changes:  # created, changed or deleted: update_file tells which
-        _reindex(server, change.uri)
+    _reindex(server, [change.uri for change in params.changes])  # created, changed or deleted: the index tells
 
 
-def _reindex(server: ZhiyinServer, uri: str) -> None:
-    """Brings one file of the workspace up to date in the index; files outside it are not indexed."""
-    path = to_fs_path(uri)
+def _reindex(server: ZhiyinServer, uris: list[str]) -> None:
+    """Brings files of the workspace up to date in the index; files outside it are not indexed."""
     root = server.backends.root
-    if path is not None and root is not None and Path(path).resolve().is_relative_to(root):
-        server.backends.update_file(Path(path))
+    paths = [Path(p) for p in map(to_fs_path, uris)
+             if p is not None and root is not None and Path(p).resolve().is_relative_to(root)]
+    server.backends.update_files(list(dict.fromkeys(paths)))
 
 
 @SERVER.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
