@@ -38,15 +38,15 @@ def head_commit(root: Path) -> str | None:
     return out.strip() or None
 
 
-def fix_drafts(root: Path, since: str | None = None) -> list[MemoryDraft]:
-    """Fix memories from the commits after `since` (a ref, or a date such as "2 weeks ago");
-    the last DEFAULT_DEPTH commits when None. Oldest first, so newer fixes supersede."""
+def fix_drafts(root: Path, since: str | None = None, until: str = "HEAD") -> list[MemoryDraft]:
+    """Fix memories from the commits after `since` (a ref, or a date such as "2 weeks ago") up to
+    `until`; the last DEFAULT_DEPTH commits when None. Oldest first, so newer fixes supersede."""
     if since is None:
-        selection = ["-n", str(DEFAULT_DEPTH), "HEAD"]
+        selection = ["-n", str(DEFAULT_DEPTH), until]
     elif _git(root, "rev-parse", "--verify", "--quiet", f"{since}^{{commit}}").strip():
-        selection = [f"{since}..HEAD"]
+        selection = [f"{since}..{until}"]
     else:
-        selection = [f"--since={since}", "HEAD"]
+        selection = [f"--since={since}", until]
     log = _git(root, "log", "--no-merges", "--reverse", "--format=%H%x00%s%x00%b%x1e", *selection)
     drafts = []
     for record in log.split("\x1e"):
@@ -56,6 +56,14 @@ def fix_drafts(root: Path, since: str | None = None) -> list[MemoryDraft]:
         if FIX_SUBJECT.search(subject):
             drafts.append(_draft(root, sha, subject.strip(), body.strip()))
     return drafts
+
+
+def fix_shape(how_to_apply: str) -> tuple[list[str], list[str]] | None:
+    """(buggy lines, fixed lines) of a fix memory's how_to_apply, as `fix_drafts` writes it."""
+    if not how_to_apply.startswith("Before:\n") or "\nAfter:\n" not in how_to_apply:
+        return None
+    before, after = how_to_apply[len("Before:\n"):].split("\nAfter:\n", 1)
+    return before.split("\n") if before else [], after.split("\n") if after else []
 
 
 def _draft(root: Path, sha: str, subject: str, body: str) -> MemoryDraft:

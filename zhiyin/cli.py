@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     from zhiyin.commands.memory_parser import add_parser as add_memory_parser
 
     add_memory_parser(verbs, _bounded, _add_repo_argument)
+
+    from zhiyin.commands.review_parser import add_parser as add_review_parser
+
+    add_review_parser(verbs, _bounded, _add_repo_argument)
     return parser
 
 
@@ -142,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.lsp import run_lsp
 
             return run_lsp(args)
+        if args.verb == "review":
+            from zhiyin.commands.review import run_review
+
+            return run_review(args)
         if args.verb == "memory":
             from zhiyin.commands.memory import run_memory
 
