@@ -90,3 +90,18 @@ def explain_prompt(engine: LLMEngine, path: str, code: str, answer_language: str
     """Asks for a short explanation of `code` from the file `path`, in `answer_language` (English, Chinese)."""
     user = (f"Explain briefly what this code from {path} does, in {answer_language}.\n```\n{code}\n```")
     return chat_prompt(engine, [{"role": "user", "content": user}])
+
+
+REVIEW_SYSTEM = (
+    "You review code changes. Report only real problems in the added lines (marked +): bugs, security "
+    'issues, performance traps. Answer with JSON only: {"findings": [{"line": <line number>, "severity": '
+    '"note" | "warning" | "error", "category": "bug" | "security" | "performance" | "style", "message": '
+    '"<one sentence>"}]}. No problems: {"findings": []}.'
+)
+
+
+def review_prompt(engine: LLMEngine, path: str, hunk: str, context: str = "", memories: str = "") -> Prompt:
+    """Asks for findings on one changed hunk (its lines numbered as in the new file), with related
+    code from the repository and the project memories that apply, as JSON."""
+    user = f"{memories}{context}File {path}, changed lines:\n```\n{hunk}\n```"
+    return chat_prompt(engine, [{"role": "system", "content": REVIEW_SYSTEM}, {"role": "user", "content": user}])

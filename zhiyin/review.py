@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import LLMEngine
 from engram.git_history import fix_drafts, fix_shape
 from engram.rule_files import drafts_from_rule_file, rule_files
+from indexer.index import Index
 from zhiyin.diffs import FileChange
 from zhiyin.findings import Finding
 from zhiyin.i18n import N_, _
@@ -24,12 +26,14 @@ from zhiyin.review_checks import (
     convention_findings,
     past_fix_findings,
 )
+from zhiyin.review_model import model_findings
 
 REVIEW_RULES = ".zhiyin/review.md"  # review-only rules, besides the rule files every tool reads
 
 SKIP_BINARY = N_("binary file")
 SKIP_DELETED = N_("deleted")
 SKIP_BUDGET = N_("time budget reached")
+SKIP_MODEL_BUDGET = N_("time budget reached before the model reviewed this hunk")
 
 
 @dataclass
@@ -43,9 +47,11 @@ class ReviewResult:
 
 
 def review(root: Path, changes: list[FileChange], base: str, *, memory: RepositoryMemory | None = None,
-           max_seconds: float | None = None) -> ReviewResult:
-    """The findings for `changes`; once `max_seconds` of reviewing have passed (checked between
-    files: the first is always reviewed), the remaining files are skipped and listed."""
+           max_seconds: float | None = None, engine: LLMEngine | None = None,
+           index: Index | None = None) -> ReviewResult:
+    """The findings for `changes`; with `engine`, the model's too (hunk by hunk, with `index`'s
+    context). Once `max_seconds` of reviewing have passed (checked between files and hunks: the
+    first file is always reviewed), what remains is skipped and listed."""
     started = time.perf_counter()
     result = ReviewResult(base)
     conventions = project_conventions(root, memory)
@@ -65,6 +71,12 @@ def review(root: Path, changes: list[FileChange], base: str, *, memory: Reposito
         result.added_lines += change.added_lines
         result.findings += convention_findings(change, conventions)
         result.findings += past_fix_findings(change, fixes)
+        if engine is not None:
+            for hunk in change.hunks:
+                if max_seconds is not None and time.perf_counter() - reviewing > max_seconds:
+                    result.skipped.append((f"{change.path}:{hunk.new_start}", _(SKIP_MODEL_BUDGET)))
+                    continue
+                result.findings += model_findings(engine, change, hunk, index)
     result.findings.sort(key=lambda f: (f.path, f.start_line, f.rule_id))
     result.seconds = time.perf_counter() - started
     return result

@@ -168,3 +168,37 @@ def test_environment_errors_are_one_translated_line(repo: Path, tmp_path: Path, 
     assert_one_line_error(zhiyin("review", "--repo", str(not_git), lang=lang, tmp_home=tmp_path / "c"), lang, "git")
     assert_one_line_error(review(repo, "--base", "origin/no-such-branch", lang=lang), lang, "origin/no-such-branch",
                           "fetch")
+
+
+def test_the_model_pass_keeps_only_valid_findings() -> None:
+    from zhiyin.review_model import parse_findings
+
+    added = {10, 11}
+    good = '{"findings": [{"line": 11, "severity": "warning", "category": "bug", "message": "off by one"}]}'
+    assert [(f.start_line, f.severity, f.message) for f in parse_findings(good, "a.py", added)] == \
+        [(11, "warning", "off by one")]
+    broken = 'Sure! {"findings": [{"line": 10, "severity": "urgent", "category": "oops", "message": "leak",}'
+    [repaired] = parse_findings(broken, "a.py", added)  # repaired JSON; unknown labels fall back
+    assert (repaired.severity, repaired.category) == ("note", "bug")
+    for answer in ('{"findings": [{"line": 99, "message": "x"}]}', "I think the code is fine.", "",
+                   '{"findings": [{"line": "10", "message": ""}]}', "[1, 2, 3]"):
+        assert parse_findings(answer, "a.py", added) == []
+
+
+def test_the_model_reviews_hunks_and_learn_remembers_the_fix_commits(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD").strip()
+    append(repo / "pathspec" / "util.py", "\n\n" + BUGGY)
+    commit(repo, "Add last_pattern")
+    (repo / "pathspec" / "util.py").write_text(
+        (repo / "pathspec" / "util.py").read_text(encoding="utf-8").replace(BUGGY, FIXED), encoding="utf-8")
+    commit(repo, "Fix off-by-one in last_pattern")
+    result = review(repo, "--base", base, "--format", "json", "--with-model", "--learn", "--fail-on", "error")
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    added = {line for f in report["findings"] for line in range(f["start_line"], f["end_line"] + 1)}
+    text = (repo / "pathspec" / "util.py").read_text(encoding="utf-8").split("\n")
+    assert all(text[line - 1].strip() for line in added)  # whatever the model said, it points at real lines
+    assert "1 fix commits" in result.stderr
+    listing = zhiyin("memory", "list", "--status", "pending", "--json", "--repo", str(repo), tmp_home=repo.parent / "config",
+                     env={"XDG_DATA_HOME": str(repo.parent / "data")})
+    assert "Fix off-by-one in last_pattern" in listing.stdout

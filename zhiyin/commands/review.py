@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from zhiyin.config import load_config
 from zhiyin.diffs import read_diff
-from zhiyin.i18n import set_locale
-from zhiyin.memory import open_memory
+from zhiyin.i18n import N_, _, set_locale
+from zhiyin.memory import learn, open_memory
 from zhiyin.review import review
 from zhiyin.review_formats import render
-from zhiyin.runtime import repository_root
+from zhiyin.runtime import open_engine, open_index, repository_root
 
 EXIT_FINDINGS = 1
+MSG_LEARNED = N_("{count} fix commits of this change remembered as pending fix memories.")
 
 
 def run_review(args: argparse.Namespace) -> int:
@@ -24,9 +26,19 @@ def run_review(args: argparse.Namespace) -> int:
     from zhiyin.diffs import merge_base
 
     base = args.base or ("HEAD" if args.staged or args.worktree else merge_base(root, None))
-    memory = None if args.no_memory else open_memory(root, embeddings=False)
+    memory = None if args.no_memory and not args.learn else open_memory(root, embeddings=False)
+    engine = index = None
+    if args.with_model:
+        engine = open_engine(load_config(root), model=args.model)
+        index = open_index(root, embeddings=False)
+        index.update()
     try:
-        result = review(root, changes, base, memory=memory, max_seconds=args.max_seconds)
+        result = review(root, changes, base, memory=None if args.no_memory else memory,
+                        max_seconds=args.max_seconds, engine=engine, index=index)
+        if args.learn:
+            report = learn(memory, rules=False, git=True, since=base)
+            print(_(MSG_LEARNED).format(count=sum(r.action in ("added", "superseded") for r in report.fixes)),
+                  file=sys.stderr)
     finally:
         if memory is not None:
             memory.store.close()

@@ -27,4 +27,10 @@ def add_parser(verbs: argparse._SubParsersAction, bounded, add_repo_argument) ->
     parser.add_argument("--max-seconds", type=bounded(float, 0, low_open=True), default=None,
                         help=_("stop reviewing files after this long; the rest is reported as skipped"))
     parser.add_argument("--no-memory", action="store_true", help=_("do not read the project memory"))
+    parser.add_argument("--with-model", action="store_true",
+                        help=_("also let the model review each changed hunk (slow on a CPU; worth it with a "
+                               "bigger model than the default)"))
+    parser.add_argument("--model", "-m", default=None, help=_("the model for --with-model (default: the configured one)"))
+    parser.add_argument("--learn", action="store_true",
+                        help=_("afterwards, remember the change's fix commits as pending fix memories"))
     add_repo_argument(parser)
