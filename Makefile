@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-baselines catalogs clean
+.PHONY: install run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-lsp: install
 
 bench-engram: install
 	$(PY) bench/engram_bench.py
+
+bench-review: install
+	$(PY) bench/review_bench.py
 
 catalogs: install
 	$(PY) scripts/update_catalogs.py
