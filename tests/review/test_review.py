@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+from markdown_it import MarkdownIt
 import pathspec
 import pytest
 
@@ -120,7 +121,10 @@ def test_every_format_round_trips_through_its_consumer(repo: Path) -> None:
     assert diagnostic["suggestions"][0]["text"] == "    logging(text.upper())\n"
 
     markdown = review(repo, "--base", base, "--format", "markdown").stdout
-    assert markdown.startswith("### Zhiyin review") and "`pathspec/util.py:" in markdown
+    tokens = MarkdownIt().parse(markdown)  # what a PR comment renders: a heading, then one item per finding
+    assert [t.content for t in tokens if t.type == "inline"][0] == "Zhiyin review"
+    items = [t.content for t in tokens if t.type == "inline" and "pathspec/util.py:" in t.content]
+    assert len(items) == 1 and "convention" in items[0]
     out = repo.parent / "report.sarif"
     assert review(repo, "--base", base, "--format", "sarif", "-o", str(out)).returncode == 1
     jsonschema.validate(json.loads(out.read_text(encoding="utf-8")), SARIF_SCHEMA)
