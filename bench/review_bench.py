@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import builtins
-import io
 import json
 import keyword
+import re
 import subprocess
 import sys
 import tempfile
 import textwrap
-import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +42,7 @@ from zhiyin.review import review
 
 SETS = ROOT / "bench" / "review_sets"
 _BUILTINS = set(dir(builtins)) | set(keyword.kwlist) | {"self", "cls"}
+_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
 
 
 def log(message: str) -> None:
@@ -62,15 +62,9 @@ def commit(root: Path, message: str) -> str:
 
 
 def renamed(code: str) -> str:
-    """`code` with its local names renamed (not attributes, keywords or builtins)."""
-    out, previous = [], None
-    for token in tokenize.generate_tokens(io.StringIO(code).readline):
-        text = token.string
-        if token.type == tokenize.NAME and text not in _BUILTINS and previous != ".":
-            text = f"{text}_2"
-        out.append((token.type, text))
-        previous = token.string
-    return tokenize.untokenize(out)
+    """`code` with its local names renamed (not attributes, keywords or builtins). A regex, not the
+    tokenizer: a fix's lines are often a fragment of a statement."""
+    return _NAME.sub(lambda m: m.group(0) if m.group(0) in _BUILTINS else f"{m.group(0)}_2", code)
 
 
 def replace_block(code: str, old: str, new: str) -> str:

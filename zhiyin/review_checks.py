@@ -7,13 +7,15 @@ introduces the alternative are forbidden, those after it are the suggestion; "us
 comment) is a finding; a rule with globs applies to matching files only.
 
 Past fixes: the buggy side of an earlier fix (its removed lines) is compared with every window of
-added lines, as tree-sitter leaf tokens with identifiers, strings and numbers abstracted, so
-renamed variables do not hide a re-introduced bug. Similar to the buggy side and closer to it than
+added lines, as tree-sitter leaf tokens with local names, strings and numbers abstracted (renamed
+variables do not hide a re-introduced bug) but attribute names and builtins kept (they make a
+shape specific). Thresholds (≥ 6 tokens, similarity ≥ 0.9) were set on bench/review_bench.py. Similar to the buggy side and closer to it than
 to the fixed side: a finding that cites the fix's commit.
 """
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import hashlib
 import re
@@ -29,7 +31,8 @@ from zhiyin.findings import Finding
 from zhiyin.i18n import N_, _
 
 MIN_SHAPE_TOKENS = 6  # a shorter buggy side matches too much ordinary code
-SIMILARITY = 0.85
+SIMILARITY = 0.9
+_BUILTIN_NAMES = frozenset(dir(builtins)) - {"self"}
 
 MSG_CONVENTION = N_("`{name}` goes against a project convention: {rule}")
 MSG_PAST_FIX = N_("This looks like a bug fixed before in commit {commit}: {subject}")
@@ -137,7 +140,10 @@ def shape_tokens(language: str, code: str) -> tuple[str, ...]:
             continue
         if node.child_count == 0:
             if kind.endswith("identifier"):
-                tokens.append("ID")
+                # local names are abstracted (a rename must not hide the bug); the APIs the code
+                # calls — attributes after a dot, builtins — are what makes a shape specific
+                text = node.text.decode("utf-8", "replace")
+                tokens.append(text if text in _BUILTIN_NAMES or _is_attribute(node) else "ID")
             elif kind in ("integer", "float", "number", "int_literal", "float_literal", "number_literal"):
                 tokens.append("NUM")
             else:
@@ -145,6 +151,12 @@ def shape_tokens(language: str, code: str) -> tuple[str, ...]:
         else:
             stack.extend(reversed(node.children))
     return tuple(tokens)
+
+
+def _is_attribute(node) -> bool:
+    parent = node.parent
+    return parent is not None and parent.type in ("attribute", "member_expression", "field_expression",
+                                                  "selector_expression") and parent.children[-1] == node
 
 
 def _similarity(a: tuple[str, ...], b: tuple[str, ...]) -> float:

@@ -191,12 +191,12 @@ def find_block(block: str, lines: list[str]) -> list[tuple[int, str]]:
 def dedent_lines(lines: list[str]) -> list[str]:
     """Lines of one `def`, dedented by the indentation of its first line (see `find_block`)."""
     prefix = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
-    return [(line[len(prefix) :] if line.startswith(prefix) else line) if line.strip() else "" for line in lines]
+    return [(line.removeprefix(prefix)) if line.strip() else "" for line in lines]
 
 
 def defs_named(source: str, name: str) -> list[list[str]]:
-    """Every `def` whose qualified name (Class.method, outer.inner) is `name`, dedented; a property's
-    getter and setter share one name."""
+    """Every `def` whose qualified name (Class.method, outer.inner) is `name`, decorators included,
+    dedented; a property's getter and setter share one name."""
     lines = source.splitlines()
     found: list[list[str]] = []
 
@@ -205,7 +205,8 @@ def defs_named(source: str, name: str) -> list[list[str]]:
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 qual = prefix + child.name
                 if qual == name and not isinstance(child, ast.ClassDef):
-                    found.append(dedent_lines(lines[child.lineno - 1 : child.end_lineno]))
+                    first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                    found.append(dedent_lines(lines[first - 1 : child.end_lineno]))
                 walk(child, qual + ".")
             else:
                 walk(child, prefix)
@@ -249,6 +250,20 @@ def changelog_section(lines: list[str], version: str) -> tuple[str, str] | None:
     return None
 
 
+ENTRY_START = re.compile(r"^\s{0,4}[-*]\s+")
+
+
+def changelog_entries(section: str) -> list[str]:
+    """The bullet entries of a changelog section (continuation lines joined), markup simplified."""
+    entries: list[str] = []
+    for line in section.splitlines()[1:]:
+        if ENTRY_START.match(line):
+            entries.append(ENTRY_START.sub("", line))
+        elif entries and line.strip() and line.startswith((" ", "\t")):
+            entries[-1] += " " + line.strip()
+    return [e.replace("``", "`") for e in entries]
+
+
 # --- verification --------------------------------------------------------------------------------
 
 
@@ -277,7 +292,7 @@ def check_common(row: dict, keys: tuple[str, ...], seen: set[str], what: str) ->
 
 def check_fix(row: dict, old: ArchiveText, new: ArchiveText) -> list[str]:
     problems: list[str] = []
-    p = lambda msg: problems.append(f"fix {row['id']}: {msg}")  # noqa: E731
+    p = lambda msg: problems.append(f"fix {row['id']}: {msg}")
     old_lines, new_lines = old.lines(old.top + row["file"]), new.lines(new.top + row["file"])
     if old_lines is None or new_lines is None:
         p(f"{row['file']} is missing from {'the old' if old_lines is None else 'the new'} archive")
@@ -308,14 +323,15 @@ def check_fix(row: dict, old: ArchiveText, new: ArchiveText) -> list[str]:
     if not find_block(fixed, new_lines):
         p(f"fixed does not occur in {row['package']} {row['after']} {row['file']}")
     # Re-derive: diff the old function against the new one of the same name.
+    if fn_lines not in defs_named("\n".join(old_lines), row["name"]):
+        p(f"function is not a def named {row['name']!r} in the old {row['file']}")
+    # Several defs may share the name (typing overloads, a property's getter and setter): the new
+    # function is the changed one most similar to the old.
     candidates = [d for d in defs_named("\n".join(new_lines), row["name"]) if d != fn_lines]
-    olds = defs_named("\n".join(old_lines), row["name"])
-    if fn_lines not in olds:
-        p(f"function is not the def named {row['name']!r} in the old {row['file']}")
-    if len(candidates) != 1:
-        p(f"{len(candidates)} changed defs named {row['name']!r} in the new {row['file']} (want 1)")
+    if not candidates:
+        p(f"no changed def named {row['name']!r} in the new {row['file']}")
         return problems
-    new_fn = candidates[0]
+    new_fn = max(candidates, key=lambda d: difflib.SequenceMatcher(None, fn_lines, d, autojunk=False).ratio())
     ops = [op for op in difflib.SequenceMatcher(None, fn_lines, new_fn, autojunk=False).get_opcodes()
            if op[0] != "equal"]  # fmt: skip
     start, prefix = in_fn[0]
@@ -334,8 +350,10 @@ def check_fix(row: dict, old: ArchiveText, new: ArchiveText) -> list[str]:
             p("fixed overlaps no line the release inserted or replaced")
         if f_prefix != prefix:
             p("buggy and fixed sit at different indentations (dedent them by the same amount)")
-    if find_block(buggy, new_fn):
-        p("buggy still occurs in the new function")
+    # A fix may keep the buggy lines but wrap them (in a try, an if): only an unchanged copy at the
+    # same indentation counts as still there.
+    if any(where[1] == prefix for where in find_block(buggy, new_fn)):
+        p("buggy still occurs, at the same indentation, in the new function")
     if find_block(fixed, fn_lines):
         p("fixed already occurs in the old function")
     # The changelog of the new release.
@@ -350,19 +368,21 @@ def check_fix(row: dict, old: ArchiveText, new: ArchiveText) -> list[str]:
         return problems
     if section[0] != header:
         p(f"changelog header {header!r}, but the section is {section[0]!r}")
-    text = section[1].replace("``", "`")
-    absent = [t for t in identifiers(row["subject"]) if t not in text]
+    # The subject must render one entry of the section: the best-matching one.
+    entries = changelog_entries(section[1]) or [section[1]]
+    scored = [(word_overlap(row["subject"], e), -len(e), e) for e in entries]
+    overlap, _, entry = max(scored)
+    absent = [t for t in identifiers(row["subject"]) if t not in entry]
     if absent:
-        p(f"identifiers of subject not in the {row['after']} section: {absent}")
-    overlap = word_overlap(row["subject"], text)
+        p(f"identifiers of subject not in its {row['after']} changelog entry: {absent}")
     if overlap < MIN_SUBJECT_OVERLAP:
-        p(f"only {overlap:.2f} of the subject's words are in the {row['after']} section")
+        p(f"only {overlap:.2f} of the subject's words are in any {row['after']} changelog entry")
     return problems
 
 
 def check_clean(row: dict, old: ArchiveText, new: ArchiveText) -> list[str]:
     problems: list[str] = []
-    p = lambda msg: problems.append(f"clean {row['id']}: {msg}")  # noqa: E731
+    p = lambda msg: problems.append(f"clean {row['id']}: {msg}")
     if row["kind"] not in KINDS:
         p(f"kind {row['kind']!r} not in {sorted(KINDS)}")
     if (why := parses_as_def(row["code"], row["name"])) is not None:
