@@ -93,26 +93,15 @@ class Backends:
         return self._engine
 
     @contextmanager
-    def index_for_reading(self) -> Iterator[Index | None]:
-        """The index while it is up to date and not being written; else None."""
-        if self._index is None or not self._index_lock.acquire(blocking=False):
-            yield None
-            return
-        try:
-            yield self._index
-        finally:
-            self._index_lock.release()
-
-    @contextmanager
-    def index_when_ready(self, timeout: float) -> Iterator[Index | None]:
-        """The index once the first run has ended and no update is writing it; None when it failed
-        or `timeout` seconds passed first."""
-        self.start()
-        deadline = time.monotonic() + timeout
-        if self.root is None or not self._index_done.wait(timeout):
-            yield None
-            return
-        if not self._index_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+    def index_for_reading(self, wait_s: float = 0.0) -> Iterator[Index | None]:
+        """The index while no update is writing it; None when it is not there or busy. With
+        `wait_s`, waits that long for the first index run to end and for a writer to finish."""
+        deadline = time.monotonic() + wait_s
+        if wait_s:
+            self.start()
+            self._index_done.wait(wait_s)
+        timeout = max(0.0, deadline - time.monotonic()) if wait_s else -1
+        if self._index is None or not self._index_lock.acquire(blocking=bool(wait_s), timeout=timeout):
             yield None
             return
         try:

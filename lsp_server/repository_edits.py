@@ -118,7 +118,7 @@ class RepositoryEdits:
         def on_file(path: str) -> None:
             self.server.progress.report(progress_token, path)
 
-        with backends.index_when_ready(INDEX_WAIT_S) as index:
+        with backends.index_for_reading(INDEX_WAIT_S) as index:
             try:
                 if root is None or index is None:
                     raise _Unavailable(_(MSG_NO_INDEX))
