@@ -1,0 +1,103 @@
+"""A chat turn about the repository: the app core's one function for every chat edge (the
+websocket panel, the editor).
+
+The question is answered with sources: chunks hybrid search finds for it (`#codebase`), files and
+selections the user attached (`@file`), and the project memories that apply; the answer streams
+token by token and ends with the citations the page and the editor can open (path and lines).
+A message that asks to remember something ("remember that …", "记住：…") is stored in the project
+memory and acknowledged, without a model call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from engine import LLMEngine, SamplingParams
+from engram.recall import recall
+from indexer.index import Index
+from zhiyin.i18n import N_, _, current_locale
+from zhiyin.memory import RepositoryMemory, draft_from_chat, remember
+from zhiyin.prompts import chat_turn_prompt
+
+SEARCH_RESULTS = 4  # chunks from `#codebase` search
+MAX_SOURCE_CHARS = 2400  # of one source in the prompt
+MAX_TOKENS = 512
+
+MSG_REMEMBERED = N_("Remembered as #{id}: {statement}")
+MSG_NO_MEMORY = N_("There is no project memory here to remember that in.")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Context the user attached: a file (whole or a line range) or a selection."""
+
+    path: str
+    text: str
+    start_line: int = 1
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int
+    path: str
+    start_line: int
+    end_line: int
+
+
+@dataclass
+class ChatEvent:
+    """What a turn yields: text as it streams, then one final event with the citations."""
+
+    text: str = ""
+    done: bool = False
+    citations: list[Citation] = field(default_factory=list)
+    remembered: int | None = None  # the memory id, when the message asked to remember
+
+
+def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str, str]] | None = None,
+              index: Index | None = None, memory: RepositoryMemory | None = None,
+              attachments: list[Attachment] = (), codebase: bool = True, path: str | None = None,
+              cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
+    """Streams the answer to `question`. `codebase`: search the index for sources; `path`: the file
+    the user is in (memories with matching globs come up)."""
+    draft = draft_from_chat(question)
+    if draft is not None:
+        if memory is None:
+            yield ChatEvent(_(MSG_NO_MEMORY), done=True)
+            return
+        result = remember(memory, draft, source="chat")
+        yield ChatEvent(_(MSG_REMEMBERED).format(id=result.id, statement=draft.statement), done=True,
+                        remembered=result.id)
+        return
+    sources: list[tuple[str, str]] = []
+    citations: list[Citation] = []
+    for a in attachments:
+        end = a.start_line + a.text.count("\n")
+        citations.append(Citation(len(citations) + 1, a.path, a.start_line, end))
+        sources.append((f"{a.path}:{a.start_line}-{end}", a.text[:MAX_SOURCE_CHARS]))
+    if index is not None and codebase:
+        for hit in index.search(question, k=SEARCH_RESULTS):
+            citations.append(Citation(len(citations) + 1, hit.path, hit.start_line, hit.end_line))
+            sources.append((f"{hit.path}:{hit.start_line}-{hit.end_line}", hit.text[:MAX_SOURCE_CHARS]))
+    memories = recall(memory.store, question, memory.repo, path=path, purpose="chat", root=memory.root) \
+        if memory is not None else []
+    if engine is None:
+        yield ChatEvent(done=True, citations=citations)
+        return
+    language = "Chinese" if current_locale().startswith("zh") else "English"
+    history = list(history or [])
+    prompt = chat_turn_prompt(engine, history, question, sources, memories, language)
+    while len(prompt.token_ids) + MAX_TOKENS >= engine.max_context and (history or sources):
+        if history:  # the oldest turns go first, then the least relevant sources
+            del history[:2]
+        else:
+            sources.pop()
+            citations.pop()
+        prompt = chat_turn_prompt(engine, history, question, sources, memories, language)
+    params = SamplingParams(max_tokens=MAX_TOKENS, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
+    for chunk in engine.generate(prompt.token_ids, params, cancel):
+        if chunk.text:
+            yield ChatEvent(chunk.text)
+    yield ChatEvent(done=True, citations=citations)
