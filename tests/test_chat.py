@@ -30,7 +30,7 @@ def workspace(tmp_path: Path, default_count_tokens):
 
 @pytest.mark.slow
 def test_an_answer_streams_and_cites_the_code_it_was_given(workspace, engine_bf16) -> None:
-    root, index, memory = workspace
+    _root, index, memory = workspace
     events = list(chat_turn(engine_bf16, "How does load_config read the settings file?", index=index, memory=memory))
     assert sum(1 for e in events if e.text and not e.done) > 3  # streamed, token by token
     final = events[-1]
