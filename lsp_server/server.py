@@ -21,7 +21,6 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from engram.records import AddResult
 from lsp_server.backends import Backends
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
@@ -240,7 +239,7 @@ async def remember_convention(server: ZhiyinServer, *args: Any) -> dict:
     if not draft.statement:
         raise JsonRpcInvalidParams(_(MSG_BAD_ARGUMENTS).format(command=REMEMBER_COMMAND))
 
-    def store() -> AddResult | None:
+    def store():  # the AddResult, or None without a memory
         memory = server.backends.memory()
         return None if memory is None else remember(memory, draft)
 

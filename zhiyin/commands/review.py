@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from zhiyin.config import load_config
-from zhiyin.diffs import read_diff
+from zhiyin.diffs import merge_base, read_diff
 from zhiyin.i18n import N_, _, set_locale
 from zhiyin.memory import learn, open_memory
 from zhiyin.review import review
@@ -22,10 +22,9 @@ def run_review(args: argparse.Namespace) -> int:
     if args.lang:
         set_locale(args.lang)
     root = repository_root(args.repo)
-    changes = read_diff(root, args.base, args.head, staged=args.staged, worktree=args.worktree)
-    from zhiyin.diffs import merge_base
-
+    # the base is resolved once: read_diff only checks a base it is given
     base = args.base or ("HEAD" if args.staged or args.worktree else merge_base(root, None))
+    changes = read_diff(root, base, args.head, staged=args.staged, worktree=args.worktree)
     memory = None if args.no_memory and not args.learn else open_memory(root, embeddings=False)
     engine = index = None
     if args.with_model:
