@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/zhiyin generate "def quicksort(items):" --max-tokens 64
+	$(VENV)/bin/zhiyin serve
 
 test: install
 	$(PY) -m pytest -q

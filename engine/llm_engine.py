@@ -12,6 +12,7 @@ from engine.attention import AttentionMetadata
 from engine.block_manager import BlockManager
 from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
+from engine.fifo_lock import FifoLock
 from engine.kv_cache import KVCache
 from engine.model import Transformer, required_tensor_names
 from engine.quantize import add_int8_decode_weights
@@ -89,7 +90,7 @@ class LLMEngine:
         num_blocks = KVCache.num_blocks_for(self.config, kv_dtype, options.kv_cache_mib << 20, self.max_context)
         self.kv = KVCache(self.config, num_blocks, kv_dtype)
         self.blocks = BlockManager(num_blocks, self.kv.block_size)
-        self._lock = threading.Lock()  # one sequence runs at a time
+        self._turns = FifoLock()  # one sequence runs at a time, in arrival order
 
     @classmethod
     def load(cls, path: str | Path, options: EngineOptions | None = None) -> "LLMEngine":
@@ -99,6 +100,11 @@ class LLMEngine:
         checkpoint = load_checkpoint(path, DTYPES[options.dtype])
         model = build_model(checkpoint, options)
         return cls(model, checkpoint.tokenizer, checkpoint.model_id, options)
+
+    @property
+    def queued_requests(self) -> int:
+        """Generations waiting for the one running to finish."""
+        return self._turns.waiting
 
     @property
     def kv_resident_bytes(self) -> int:
@@ -126,12 +132,14 @@ class LLMEngine:
         return self._generate(prompt_ids, params, cancel)
 
     def _generate(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None) -> Iterator[GenerationChunk]:
-        with self._lock:
-            seq = Sequence(list(prompt_ids))
-            try:
-                yield from self._run(seq, params, cancel)
-            finally:
-                seq.free(self.blocks)
+        if not self._turns.acquire(cancel):
+            return
+        seq = Sequence(list(prompt_ids))
+        try:
+            yield from self._run(seq, params, cancel)
+        finally:
+            seq.free(self.blocks)
+            self._turns.release()
 
     def _run(self, seq: Sequence, params: SamplingParams, cancel: threading.Event | None) -> Iterator[GenerationChunk]:
         started = time.perf_counter()

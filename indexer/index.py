@@ -22,7 +22,7 @@ from indexer.errors import IndexLockedError, IndexUnwritableError, NotADirectory
 from indexer.imports import resolve_import
 from indexer.parsing import analyze_file
 from indexer.records import FileAnalysis, Import, TokenCounter
-from indexer.store import Store, content_hash
+from indexer.store import Definition, Store, content_hash
 from indexer.walker import Candidate, Walker, skip_reason
 
 if TYPE_CHECKING:
@@ -287,6 +287,10 @@ class Index:
         from indexer.search import LEGS, search
 
         return search(self.store, self.embedder, query, k, filters, legs or LEGS)
+
+    def definitions(self, name: str) -> list[Definition]:
+        """Where `name` is defined (exact case first, else any case)."""
+        return self.store.definitions(name) or self.store.definitions(name, nocase=True)
 
     def files_naming(self, name: str) -> list[str]:
         """The files that define, reference or import the identifier `name`."""

@@ -12,7 +12,7 @@ import threading
 from lsprotocol import types
 
 from engine import SamplingParams
-from lsp_server.backends import Backends
+from zhiyin.backends import Backends
 from zhiyin.i18n import N_, _, current_locale
 from zhiyin.prompts import explain_prompt
 

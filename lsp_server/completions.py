@@ -29,7 +29,7 @@ from pygls.workspace import Workspace
 from engine import LLMEngine
 from engine.errors import EngineError
 from engine.memory import trim_heap
-from lsp_server.backends import Backends
+from zhiyin.backends import Backends
 from lsp_server.completion_cache import CompletionCache, forward
 from lsp_server.debounce import AdaptiveDebounce
 from lsp_server.positions import cursor_from_position

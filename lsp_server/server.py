@@ -21,7 +21,7 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from lsp_server.backends import Backends
+from zhiyin.backends import Backends
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
     FIX_COMMAND,

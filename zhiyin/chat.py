@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from engine import LLMEngine, SamplingParams
+from engine.llm_engine import GenerationStats
 from engram.recall import recall
 from indexer.index import Index
 from zhiyin.i18n import N_, _, current_locale
@@ -54,12 +55,13 @@ class ChatEvent:
     done: bool = False
     citations: list[Citation] = field(default_factory=list)
     remembered: int | None = None  # the memory id, when the message asked to remember
+    stats: GenerationStats | None = None  # the model run's, on the final event
 
 
 def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str, str]] | None = None,
               index: Index | None = None, memory: RepositoryMemory | None = None,
               attachments: list[Attachment] = (), codebase: bool = True, path: str | None = None,
-              cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
+              cancel: threading.Event | None = None, max_tokens: int = MAX_TOKENS) -> Iterator[ChatEvent]:
     """Streams the answer to `question`. `codebase`: search the index for sources; `path`: the file
     the user is in (memories with matching globs come up)."""
     draft = draft_from_chat(question)
@@ -89,15 +91,18 @@ def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str
     language = "Chinese" if current_locale().startswith("zh") else "English"
     history = list(history or [])
     prompt = chat_turn_prompt(engine, history, question, sources, memories, language)
-    while len(prompt.token_ids) + MAX_TOKENS >= engine.max_context and (history or sources):
+    max_tokens = max(1, min(max_tokens, MAX_TOKENS))
+    while len(prompt.token_ids) + max_tokens >= engine.max_context and (history or sources):
         if history:  # the oldest turns go first, then the least relevant sources
             del history[:2]
         else:
             sources.pop()
             citations.pop()
         prompt = chat_turn_prompt(engine, history, question, sources, memories, language)
-    params = SamplingParams(max_tokens=MAX_TOKENS, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
+    params = SamplingParams(max_tokens=max_tokens, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
+    stats = None
     for chunk in engine.generate(prompt.token_ids, params, cancel):
         if chunk.text:
             yield ChatEvent(chunk.text)
-    yield ChatEvent(done=True, citations=citations)
+        stats = chunk.stats or stats
+    yield ChatEvent(done=True, citations=citations, stats=stats)

@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     from zhiyin.commands.review_parser import add_parser as add_review_parser
 
     add_review_parser(verbs, _bounded, _add_repo_argument)
+
+    from zhiyin.commands.serve import add_parser as add_serve_parser
+
+    add_serve_parser(verbs, _bounded)
     return parser
 
 
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.lsp import run_lsp
 
             return run_lsp(args)
+        if args.verb == "serve":
+            from zhiyin.commands.serve import run_serve
+
+            return run_serve(args)
         if args.verb == "review":
             from zhiyin.commands.review import run_review
 

@@ -8,7 +8,10 @@ and a result that no longer parses. A plan lands whole or not at all: half a ren
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -88,6 +91,11 @@ class CheckedEdit:
     old_text: str
     new_text: str
 
+    def unified_diff(self, context: int = 3) -> str:
+        return "".join(difflib.unified_diff(self.old_text.splitlines(keepends=True),
+                                            self.new_text.splitlines(keepends=True),
+                                            f"a/{self.edit.path}", f"b/{self.edit.path}", n=context))
+
 
 def workspace_path(root: Path, relative: str) -> Path | None:
     """The file `relative` names inside `root`, links resolved; None when it lies outside."""
@@ -136,3 +144,25 @@ def breaks_syntax(path: str, old_text: str, new_text: str) -> bool:
     parser = parser_for(language)
     old_errors = parser.parse(old_text.encode("utf-8", "surrogatepass")).root_node.has_error
     return not old_errors and parser.parse(new_text.encode("utf-8", "surrogatepass")).root_node.has_error
+
+
+def write_edits(checked: list[CheckedEdit]) -> None:
+    """Writes the edited files to disk, all or none as far as the file system allows: every new
+    text goes to a temporary file beside its target first (a full disk fails here, before any
+    file changed), then each replaces its target atomically, keeping the file's mode."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for c in checked:
+            fd, temp = tempfile.mkstemp(prefix=f".{c.path.name}.", suffix=".zhiyin", dir=c.path.parent)
+            staged.append((Path(temp), c.path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(c.new_text.encode("utf-8", "surrogatepass"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temp, c.path.stat().st_mode & 0o7777)
+    except BaseException:
+        for temp, _target in staged:
+            temp.unlink(missing_ok=True)
+        raise
+    for temp, target in staged:
+        os.replace(temp, target)

@@ -5,7 +5,8 @@ and shown later (error classes); ``translate_error`` turns an error into one tra
 Only the stdlib runs here: the compiled ``.mo`` files are committed, Babel is a build tool
 (``scripts/update_catalogs.py``).
 
-The locale comes from, in order: ``set_locale`` (the LSP client's ``initialize.locale``),
+The locale comes from, in order: ``use_locale`` (a chat client's language, for the task serving
+it), ``set_locale`` (the LSP client's ``initialize.locale``),
 ``ZHIYIN_LANG``, then the variables gettext reads: ``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``,
 ``LANG``. Any ``zh*`` locale gets ``zh_CN``; everything else gets ``en``.
 """
@@ -15,13 +16,14 @@ from __future__ import annotations
 import gettext
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Protocol
 
 from engine.errors import N_, Msg
 
-__all__ = ["N_", "_", "current_locale", "ngettext", "set_locale", "translate_error"]
+__all__ = ["N_", "_", "current_locale", "ngettext", "set_locale", "translate", "translate_error", "use_locale"]
 
 DOMAIN = "zhiyin"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -29,6 +31,7 @@ DEFAULT_LOCALE = "en"
 ENV_VARS = ("ZHIYIN_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
 
 _override: str | None = None
+_scoped: ContextVar[str | None] = ContextVar("zhiyin_locale", default=None)
 
 
 class Translatable(Protocol):
@@ -49,8 +52,16 @@ def set_locale(code: str | None) -> None:
     _override = normalize_locale(code) if code else None
 
 
+def use_locale(code: str | None) -> None:
+    """Use ``code`` in the current context only: this asyncio task and what it starts (one chat
+    client's language, beside others in the same process)."""
+    _scoped.set(normalize_locale(code) if code else None)
+
+
 def current_locale() -> str:
     """'en' or 'zh_CN', read afresh on each call (cheap: a few environment look-ups)."""
+    if scoped := _scoped.get():
+        return scoped
     if _override:
         return _override
     for name in ENV_VARS:
@@ -68,6 +79,11 @@ def _translations(locale: str) -> gettext.NullTranslations:
 def _(message: str) -> str:
     """``message`` (an English msgid) in the current locale."""
     return _translations(current_locale()).gettext(message)
+
+
+def translate(message: str, locale: str) -> str:
+    """``message`` in ``locale`` ('en', 'zh-CN', …), whatever the current one is."""
+    return _translations(normalize_locale(locale)).gettext(message)
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:

@@ -1,4 +1,5 @@
-"""The engine and the index behind the server, opened lazily in background threads.
+"""The engine, the index and the project memory behind a server (the language server, the chat
+server), opened lazily in background threads.
 
 The engine (the model) loads on first need; requests wait for it, bounded. The index is opened and
 brought up to date once, with work-done progress; afterwards saves re-index their file. One SQLite
@@ -14,11 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from engine import LLMEngine
 from engine.errors import EngineError
 from indexer.index import Index
-from lsp_server.progress import Progress
 from zhiyin.config import load_config
 from zhiyin.i18n import N_, _, translate_error
 from zhiyin.memory import MSG_MOVED_ASIDE, RepositoryMemory, open_memory
@@ -34,18 +35,35 @@ MSG_INDEX_FAILED = N_("Zhiyin cannot index {root}: {error}")
 MSG_MEMORY_FAILED = N_("Zhiyin cannot open the project memory: {error}")
 
 
+class Progress(Protocol):
+    """Where long work shows its progress: the editor's work-done progress, a terminal's bar."""
+
+    def begin(self, title: str) -> str | None: ...
+
+    def report(self, token: str | None, message: str, percentage: int | None = None) -> None: ...
+
+    def end(self, token: str | None, message: str | None = None) -> None: ...
+
+
 class Backends:
     def __init__(self, root: Path | None, *, embeddings: bool, progress: Progress,
-                 show_error: Callable[[str], None]) -> None:
-        self.root, self.embeddings = root, embeddings
+                 show_error: Callable[[str], None], model: str | None = None, engine: LLMEngine | None = None,
+                 index: Index | None = None) -> None:
+        """`model`: a name or path over the configuration's; `engine`, `index`: already opened (a
+        benchmark, a test), not loaded again."""
+        self.root, self.embeddings, self.model = root, embeddings, model
         self._progress, self._show_error = progress, show_error
         self._start_lock = threading.Lock()
         self._started = False
-        self._engine: LLMEngine | None = None
+        self._engine = engine
         self._engine_done = threading.Event()  # loaded, or failed
-        self._index: Index | None = None
+        self._index = index
         self._index_lock = threading.Lock()  # held while the index is read or written
         self._index_done = threading.Event()  # the first index run ended, well or not
+        if engine is not None:
+            self._engine_done.set()
+        if index is not None:
+            self._index_done.set()
         self._waiting_paths: list[Path] = []  # changed while the first index run went on
         self.index_changed: list[Callable[[], None]] = []  # called (in a worker thread) after each update
         self._memory: RepositoryMemory | None = None
@@ -58,8 +76,9 @@ class Backends:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._load_engine, name="zhiyin-engine", daemon=True).start()
-        if self.root is not None:
+        if self._engine is None:
+            threading.Thread(target=self._load_engine, name="zhiyin-engine", daemon=True).start()
+        if self.root is not None and self._index is None:
             threading.Thread(target=self._load_index, name="zhiyin-index", daemon=True).start()
 
     def memory(self) -> RepositoryMemory | None:
@@ -77,6 +96,11 @@ class Backends:
                     self._memory_failed = True
                     self._show_error(_(MSG_MEMORY_FAILED).format(error=translate_error(e)))
             return self._memory
+
+    @property
+    def index_ready(self) -> bool:
+        """The first index run has ended and left an index."""
+        return self._index_done.is_set() and self._index is not None
 
     @property
     def engine(self) -> LLMEngine | None:
@@ -123,7 +147,7 @@ class Backends:
     def _load_engine(self) -> None:
         token = self._progress.begin(_(MSG_LOADING_MODEL))
         try:
-            self._engine = open_engine(load_config(self.root))
+            self._engine = open_engine(load_config(self.root), self.model)
         except EngineError as e:
             self._show_error(_(MSG_ENGINE_FAILED).format(error=translate_error(e)))
         except Exception as e:  # a broken model file must not take the server down with it
