@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-baselines catalogs clean
+.PHONY: install browser run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# What the chat page's browser tests drive: Debian's Chromium (with CJK fonts, so that Chinese
+# renders in the screenshots) and playwright-core from npm. apt-get needs root; otherwise it says so.
+BROWSER_STAMP := tests/chat/browser/node_modules/.installed
+$(BROWSER_STAMP): tests/chat/browser/package-lock.json
+	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null || \
+			{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null; }; \
+		else echo "Run: sudo apt-get install chromium fonts-noto-cjk (the chat page tests need them)"; fi; }
+	npm ci --silent --prefix tests/chat/browser
+	touch $@
+
+browser: $(BROWSER_STAMP)
+
 run: install
 	$(VENV)/bin/zhiyin serve
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -160,7 +160,8 @@ class LLMEngine:
             if cancel is not None and cancel.is_set():
                 finish_reason = "cancelled"
                 break
-            seen = torch.tensor(seq.token_ids) if params.repetition_penalty != 1.0 else torch.empty(0, dtype=torch.long)
+            seen = torch.tensor(seq.token_ids[-params.repetition_window:]) if params.repetition_penalty != 1.0 \
+                else torch.empty(0, dtype=torch.long)
             token_id = sample(logits, params, seen, generator)
             stats.num_generated += 1
             if token_id in stop_ids:

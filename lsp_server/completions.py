@@ -29,11 +29,11 @@ from pygls.workspace import Workspace
 from engine import LLMEngine
 from engine.errors import EngineError
 from engine.memory import trim_heap
-from zhiyin.backends import Backends
 from lsp_server.completion_cache import CompletionCache, forward
 from lsp_server.debounce import AdaptiveDebounce
 from lsp_server.positions import cursor_from_position
 from lsp_server.settings import Settings
+from zhiyin.backends import Backends
 from zhiyin.completion import Completer, Completion, CompletionRequest
 from zhiyin.i18n import N_, _, translate_error
 

@@ -21,7 +21,6 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from zhiyin.backends import Backends
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
     FIX_COMMAND,
@@ -34,6 +33,7 @@ from lsp_server.completions import CompletionRunner
 from lsp_server.progress import Progress
 from lsp_server.repository_edits import RepositoryEdits
 from lsp_server.settings import Settings, parse_settings
+from zhiyin.backends import Backends
 from zhiyin.edits import EditPlan
 from zhiyin.i18n import N_, _, set_locale
 from zhiyin.memory import convention_from_code, remember

@@ -115,3 +115,15 @@ def test_bf16_int8_path_agrees_with_fp32(engine_bf16, engine_fp32):
     fast, exact = last_logits(engine_bf16), last_logits(engine_fp32)
     assert fast.argmax() == exact.argmax()
     assert torch.nn.functional.cosine_similarity(fast, exact, dim=0) > 0.99
+
+
+def test_repetition_penalty_runs_on_the_models_logits_and_looks_back_only_its_window(engine_bf16):
+    """The model's logits are inference tensors: the penalty must not write into them."""
+    prompt = "List the word 'data' ten times: data data data"
+    plain = SamplingParams(max_tokens=12)
+    whole = SamplingParams(max_tokens=12, repetition_penalty=1.5)
+    window = SamplingParams(max_tokens=12, repetition_penalty=1.5, repetition_window=1)
+    texts = {name: "".join(c.text for c in engine_bf16.generate(prompt, p))
+             for name, p in (("plain", plain), ("whole", whole), ("window", window))}
+    assert texts["whole"] != texts["plain"]  # the prompt's "data" is discouraged
+    assert texts["window"] != texts["whole"]  # a one-token window forgets the prompt

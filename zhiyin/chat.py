@@ -25,6 +25,9 @@ from zhiyin.prompts import chat_turn_prompt
 SEARCH_RESULTS = 4  # chunks from `#codebase` search
 MAX_SOURCE_CHARS = 2400  # of one source in the prompt
 MAX_TOKENS = 512
+# Greedy answers from small models otherwise loop on one sentence; over the answer's last tokens
+# only (llama.cpp's defaults), so that names from the sources are not discouraged.
+REPETITION_PENALTY, REPETITION_WINDOW = 1.1, 64
 
 MSG_REMEMBERED = N_("Remembered as #{id}: {statement}")
 MSG_NO_MEMORY = N_("There is no project memory here to remember that in.")
@@ -99,7 +102,9 @@ def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str
             sources.pop()
             citations.pop()
         prompt = chat_turn_prompt(engine, history, question, sources, memories, language)
-    params = SamplingParams(max_tokens=max_tokens, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
+    params = SamplingParams(max_tokens=max_tokens, repetition_penalty=REPETITION_PENALTY,
+                            repetition_window=REPETITION_WINDOW, stop=prompt.stop,
+                            stop_token_ids=prompt.stop_token_ids)
     stats = None
     for chunk in engine.generate(prompt.token_ids, params, cancel):
         if chunk.text:

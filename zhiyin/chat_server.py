@@ -157,7 +157,7 @@ class ChatServer:
         return _response(http.HTTPStatus.FORBIDDEN, _(MSG_FORBIDDEN).encode(), "text/plain; charset=utf-8")
 
     def _csp(self) -> str:
-        hosts = dict.fromkeys((*LOOPBACK_HOSTS, _url_host(self.host)))
+        hosts = [h for h in dict.fromkeys((*LOOPBACK_HOSTS, _url_host(self.host))) if "[" not in h]  # CSP has no IPv6
         sockets = " ".join(f"ws://{host}:{self.port}" for host in hosts)
         return (f"default-src 'self'; connect-src 'self' {sockets}; img-src 'self' data:; "
                 "style-src 'self'; script-src 'self'; frame-ancestors 'self' vscode-webview:")
