@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import corpora  # noqa: E402
-from machine import machine  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
+import corpora
+from machine import machine
+from websockets.asyncio.client import connect
 
 QUESTIONS = [
     "How does the client get an access token, and when is it refreshed?",

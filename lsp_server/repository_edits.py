@@ -80,14 +80,14 @@ class RepositoryEdits:
         if root is None or not plan.edits:
             return self._report(EditOutcome(False, problems=problems, message=_(MSG_NOTHING).format(
                 problems=_problem_list(problems))))
-        checked, failed = check_plan(plan, root, self._read_text)
+        checked, failed = check_plan(plan, root, self.read_text)
         files = [c.edit.path for c in checked] + list(failed)
         if failed:
             problems.update(failed)
             return self._report(EditOutcome(False, files, problems,
                                             _(MSG_NOT_APPLIED).format(problems=_problem_list(failed))))
         result = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-            edit=self._workspace_edit(checked, plan.instruction), label=_(MSG_ANNOTATION).format(
+            edit=self.workspace_edit(checked, plan.instruction), label=_(MSG_ANNOTATION).format(
                 instruction=plan.instruction)))
         if not result.applied:
             return self._report(EditOutcome(False, files, problems, _(MSG_DECLINED).format(
@@ -123,8 +123,8 @@ class RepositoryEdits:
                 if root is None or index is None:
                     raise _Unavailable(_(MSG_NO_INDEX))
                 if paths is not None:
-                    return model_plan(instruction, root, index, engine(), self._read_text, on_file, paths)
-                return plan_edits(instruction, root, index, engine, self._read_text, on_file)
+                    return model_plan(instruction, root, index, engine(), self.read_text, on_file, paths)
+                return plan_edits(instruction, root, index, engine, self.read_text, on_file)
             except _Unavailable as e:
                 return EditPlan(instruction, problems={".": str(e)})
 
@@ -136,7 +136,7 @@ class RepositoryEdits:
             except Exception:  # the edit landed; a memory that could not be kept must not say otherwise
                 log.exception("recording the accepted edit")
 
-    def _read_text(self, path: Path) -> str:
+    def read_text(self, path: Path) -> str:
         """The editor's copy when the file is open (unsaved changes count), else the disk's, exactly
         (line endings kept: offsets index into it)."""
         document = self.server.workspace.text_documents.get(from_fs_path(str(path)))
@@ -144,7 +144,7 @@ class RepositoryEdits:
             return document.source
         return path.read_bytes().decode("utf-8")
 
-    def _workspace_edit(self, checked: list[CheckedEdit], instruction: str) -> types.WorkspaceEdit:
+    def workspace_edit(self, checked: list[CheckedEdit], instruction: str) -> types.WorkspaceEdit:
         capabilities = self.server.client_capabilities
         encoding = self.server.workspace.position_encoding or types.PositionEncodingKind.Utf16
         annotate = bool(get_capability(capabilities, "workspace.workspace_edit.change_annotation_support", None))

@@ -21,6 +21,7 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
+from lsp_server.chat_link import ChatThread
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
     FIX_COMMAND,
@@ -47,6 +48,7 @@ STATS = "zhiyin/stats"
 EDIT_REPOSITORY = "zhiyin.editRepository"
 PROPOSE_EDITS = "zhiyin.proposeEdits"
 APPLY_EDITS = "zhiyin.applyEdits"
+OPEN_CHAT = "zhiyin.openChat"
 
 MSG_NO_INSTRUCTION = N_("Give the edit instruction as the command's one argument, a non-empty string.")
 MSG_BAD_PLAN = N_("The argument is not an edit plan from zhiyin.proposeEdits.")
@@ -54,6 +56,7 @@ MSG_BAD_ARGUMENTS = N_("The arguments of {command} are not valid.")
 MSG_OUTSIDE_WORKSPACE = N_("The file lies outside the workspace.")
 MSG_NO_MEMORY = N_("The project memory is not available.")
 MSG_REMEMBERED = N_("Zhiyin will remember this convention (#{id}).")
+MSG_CHAT_FAILED = N_("Zhiyin cannot start the chat server: {error}")
 MAX_LABEL_CHARS = 60  # of a completion item's label; the item inserts the whole text
 
 
@@ -67,6 +70,7 @@ class ZhiyinServer(LanguageServer):
     watch_files: bool  # the client watches files for us when asked
     progress: Progress
     edits: RepositoryEdits
+    chat: ChatThread
 
     def report_server_error(self, error: Exception, source: ServerErrors) -> None:
         # pygls would show its own English text; a broken message is the client's bug: log it only
@@ -99,6 +103,7 @@ def initialize(server: ZhiyinServer, params: types.InitializeParams) -> None:
                                show_error=show_error)
     server.completions = CompletionRunner(server.backends, server.settings, show_error)
     server.edits = RepositoryEdits(server)
+    server.chat = ChatThread(server)
     server.watch_files = bool(get_capability(
         params.capabilities, "workspace.did_change_watched_files.dynamic_registration", False))
 
@@ -205,6 +210,17 @@ async def apply_edits(server: ZhiyinServer, *args: Any) -> dict:
     except ValueError as e:
         raise JsonRpcInvalidParams(_(MSG_BAD_PLAN)) from e
     return (await server.edits.apply(plan)).to_json()
+
+
+@SERVER.command(OPEN_CHAT)
+async def open_chat(server: ZhiyinServer, *args: Any) -> dict:
+    """Starts the chat server in this process (once); answers the page's and the socket's addresses.
+    Edits applied from that chat come back to this editor as `workspace/applyEdit`."""
+    try:
+        chat = await asyncio.get_running_loop().run_in_executor(None, server.chat.start)
+    except OSError as e:
+        raise JsonRpcInternalError(_(MSG_CHAT_FAILED).format(error=e)) from e
+    return {"url": chat.page_url, "socketUrl": chat.socket_url}
 
 
 @SERVER.command(FIX_COMMAND)

@@ -62,6 +62,7 @@ async def test_fifty_clients_each_get_their_own_answer_in_turn_and_memory_return
         assert status["engine"]["queued"] == 0 and status["clients"] == 1
     trim_heap()
     growth = rss_bytes() - baseline
+    print(f"RSS {baseline / 2**20:.0f} MiB -> +{growth / 2**20:.1f} MiB after {CLIENTS} clients")
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth / 2**20:.1f} MiB over {baseline / 2**20:.0f} MiB"
 
 
