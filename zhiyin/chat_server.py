@@ -127,10 +127,12 @@ class ChatServer:
     def socket_url(self) -> str:
         return f"ws://{_url_host(self.host)}:{self.port}/chat?token={self.token}"
 
-    def _origin_allowed(self, origin: str | None) -> bool:
+    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """The page's own origin: loopback here, or (bound elsewhere on purpose) the address the
+        browser used, which `_host_allowed` has vetted; an editor webview; one the user allowed."""
         if origin is None:
             return True  # not a browser: a browser always sends Origin on a websocket handshake
-        own = {f"http://{host}:{self.port}" for host in (*LOOPBACK_HOSTS, _url_host(self.host))}
+        own = {f"http://{h}:{self.port}" for h in (*LOOPBACK_HOSTS, _url_host(self.host))} | {f"http://{host}"}
         return origin in own or origin in self.allowed_origins or origin.startswith(WEBVIEW_ORIGIN_PREFIXES)
 
     def _host_allowed(self, host: str | None) -> bool:
@@ -150,7 +152,7 @@ class ChatServer:
             return _response(http.HTTPStatus.OK, body, content_type, csp=self._csp())
         token = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         if secrets.compare_digest(token.encode(), self.token.encode()) and \
-                self._origin_allowed(request.headers.get("Origin")):
+                self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
             return None
         log.warning("refused a chat handshake (token %s, origin %s)", "ok" if token == self.token else "wrong",
                     request.headers.get("Origin"))

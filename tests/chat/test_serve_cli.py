@@ -1,0 +1,47 @@
+"""`zhiyin serve` as a user runs it: the address first, a clear error when the port is taken,
+a clean exit on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def serve(workspace: Path, tmp_path: Path, *args: str, lang: str = "en") -> subprocess.Popen:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "ZHIYIN_LANG": lang}
+    return subprocess.Popen([sys.executable, "-m", "zhiyin.cli", "serve", "--no-embeddings", *args], cwd=workspace,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_taken_port_is_one_clear_line_in_the_users_language(workspace: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = serve(workspace, tmp_path, "--port", str(port), lang="zh_CN")
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and out == ""
+    assert f"端口 {port} 已被占用" in err and "--port 0" in err and "Traceback" not in err
+
+
+def test_it_prints_the_address_then_stops_cleanly_on_ctrl_c(workspace: Path, tmp_path: Path) -> None:
+    process = serve(workspace, tmp_path, "--port", "0")
+    line = process.stdout.readline()
+    assert line.startswith(f"Zhiyin chat for {workspace}: open http://127.0.0.1:") and "/#token=" in line
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err
+
+
+def test_listening_beyond_loopback_warns(workspace: Path, tmp_path: Path) -> None:
+    process = serve(workspace, tmp_path, "--host", "0.0.0.0", "--port", "0")
+    line = process.stdout.readline()
+    assert "http://0.0.0.0:" in line
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert "other machines can reach this server" in err
