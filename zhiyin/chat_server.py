@@ -161,8 +161,9 @@ class ChatServer:
     def _csp(self) -> str:
         hosts = [h for h in dict.fromkeys((*LOOPBACK_HOSTS, _url_host(self.host))) if "[" not in h]  # CSP has no IPv6
         sockets = " ".join(f"ws://{host}:{self.port}" for host in hosts)
+        embedders = " ".join(("'self'", "vscode-webview:", *self.allowed_origins))  # an editor's webview frames it
         return (f"default-src 'self'; connect-src 'self' {sockets}; img-src 'self' data:; "
-                "style-src 'self'; script-src 'self'; frame-ancestors 'self' vscode-webview:")
+                f"style-src 'self'; script-src 'self'; frame-ancestors {embedders}")
 
     # --- the websocket ----------------------------------------------------------------------------
 

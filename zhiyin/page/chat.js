@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const vscode = typeof acquireVsCodeApi === "function" ? acquireVsCodeApi() : null;  // inside the editor's webview
+// Inside an editor: the webview itself, or a frame in it; the editor opens cited files.
+const editor = typeof acquireVsCodeApi === "function" ? acquireVsCodeApi()
+  : window.parent !== window ? { postMessage: (m) => window.parent.postMessage(m, "*") } : null;
 const params = new URLSearchParams(location.hash.slice(1));
 const token = params.get("token") || new URLSearchParams(location.search).get("token") || "";
 const md = window.markdownit({
@@ -220,7 +222,7 @@ function addCitations(el, citations) {
     a.textContent = `[${c.n}] ${c.path}:${c.startLine}` + (c.endLine > c.startLine ? `-${c.endLine}` : "");
     a.onclick = (event) => {
       event.preventDefault();
-      if (vscode) vscode.postMessage({ type: "open", path: c.path, line: c.startLine, uri: c.uri });
+      if (editor) editor.postMessage({ type: "open", path: c.path, line: c.startLine, uri: c.uri });
       else send({ type: "source", id: "s" + nextId++, path: c.path, startLine: c.startLine, endLine: c.endLine });
     };
     box.append(a);
