@@ -66,7 +66,25 @@ class AttentionMetadata:
         return self._bags[key]
 
 
-def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> None:
+@dataclass
+class BatchMetadata:
+    """One decode step of several sequences at once (continuous batching): token i belongs to
+    `metas[i]`. The projections run as one matmul over all tokens; attention runs per sequence."""
+
+    metas: list[AttentionMetadata]
+    slot_mapping: torch.Tensor = field(init=False)
+    slot_blocks: torch.Tensor = field(init=False)
+    slot_offsets: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert all(m.num_new == 1 for m in self.metas), "a batch holds one new token per sequence"
+        self.slot_mapping = torch.cat([m.slot_mapping for m in self.metas])
+        self.slot_blocks = torch.cat([m.slot_blocks for m in self.metas])
+        self.slot_offsets = torch.cat([m.slot_offsets for m in self.metas])
+
+
+def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             meta: AttentionMetadata | BatchMetadata) -> None:
     """k, v: [T, Hkv, D] in the cache dtype into k_cache [Hkv, blocks, D, block_size] and v_cache [Hkv, S, D]."""
     k_slots = k_cache.permute(1, 3, 0, 2)  # [blocks, block_size, Hkv, D]
     k_slots.index_put_((meta.slot_blocks, meta.slot_offsets), k)
@@ -95,10 +113,12 @@ def gather_values(v_cache: torch.Tensor, meta: AttentionMetadata, end: int) -> t
 
 def paged_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-    meta: AttentionMetadata, scale: float,
+    meta: AttentionMetadata | BatchMetadata, scale: float,
 ) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D] of the new tokens, already written to the cache; all in the
     cache dtype. Returns [T, H, D]."""
+    if isinstance(meta, BatchMetadata):
+        return torch.cat([_decode(q[i : i + 1], k_cache, v_cache, m, scale) for i, m in enumerate(meta.metas)])
     if q.shape[0] == 1:
         return _decode(q, k_cache, v_cache, meta, scale)
     num_new, num_heads, head_dim = q.shape

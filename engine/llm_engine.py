@@ -1,22 +1,22 @@
 """The inference engine: loads a checkpoint and streams generations with prefix reuse."""
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from engine.attention import AttentionMetadata
+from engine.attention import AttentionMetadata, BatchMetadata
 from engine.block_manager import BlockManager
 from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
-from engine.fifo_lock import FifoLock
 from engine.kv_cache import KVCache
 from engine.model import Transformer, required_tensor_names
+from engine.prompt_format import build_fim_prompt, render_chat
 from engine.quantize import add_int8_decode_weights
-from engine.sampling import SamplingParams, sample
+from engine.sampling import SamplingParams
+from engine.scheduler import GenerationChunk, GenerationStats, Request, Scheduler
 from engine.sequence import Sequence
 from engine.text_stream import TextStream
 from engine.tokenizer import Tokenizer
@@ -32,36 +32,11 @@ class EngineOptions:
     max_context: int | None = None  # default: the model's trained window
     prefill_chunk: int = 512  # tokens per prefill step: bounds activation memory
     num_threads: int | None = None  # torch intra-op threads; default: torch's choice
+    max_batch: int = 16  # requests decoded together (continuous batching)
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"
-        assert self.prefill_chunk >= 1
-
-
-@dataclass
-class GenerationStats:
-    num_prompt_tokens: int = 0
-    num_cached_tokens: int = 0  # prompt tokens whose KV was reused, not recomputed
-    num_generated: int = 0
-    time_to_first_token_s: float = 0.0
-    decode_s: float = 0.0
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        return (self.num_generated - 1) / self.decode_s if self.num_generated > 1 and self.decode_s else 0.0
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        computed = self.num_prompt_tokens - self.num_cached_tokens
-        return computed / self.time_to_first_token_s if self.time_to_first_token_s else 0.0
-
-
-@dataclass
-class GenerationChunk:
-    text: str  # new text since the previous chunk
-    token_ids: list[int]
-    finish_reason: str | None = None  # "stop", "length" or "cancelled" on the last chunk
-    stats: GenerationStats | None = None  # on the last chunk
+        assert self.prefill_chunk >= 1 and self.max_batch >= 1
 
 
 def build_model(checkpoint: Checkpoint, options: EngineOptions) -> Transformer:
@@ -90,7 +65,8 @@ class LLMEngine:
         num_blocks = KVCache.num_blocks_for(self.config, kv_dtype, options.kv_cache_mib << 20, self.max_context)
         self.kv = KVCache(self.config, num_blocks, kv_dtype)
         self.blocks = BlockManager(num_blocks, self.kv.block_size)
-        self._turns = FifoLock()  # one sequence runs at a time, in arrival order
+        self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
+                                   prefill_chunk=options.prefill_chunk, max_batch=options.max_batch)
 
     @classmethod
     def load(cls, path: str | Path, options: EngineOptions | None = None) -> "LLMEngine":
@@ -103,8 +79,8 @@ class LLMEngine:
 
     @property
     def queued_requests(self) -> int:
-        """Generations waiting for the one running to finish."""
-        return self._turns.waiting
+        """Generations waiting for their turn (the running ones not counted)."""
+        return self.scheduler.waiting
 
     @property
     def kv_resident_bytes(self) -> int:
@@ -116,6 +92,24 @@ class LLMEngine:
         ids = self.tokenizer.encode(text, allow_special=allow_special)
         bos = self.tokenizer.bos_id
         return [bos] + ids if self.tokenizer.add_bos and bos is not None else ids
+
+    def chat_ids(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str], list[int]]:
+        """Prompt ids for `messages` in the model's chat template, with its stop strings and ids."""
+        chat = render_chat(self.tokenizer, messages)
+        # The template writes BOS itself where the model wants it.
+        return self.tokenizer.encode(chat.text, allow_special=True), list(chat.stop_strings), list(chat.stop_token_ids)
+
+    def infill_ids(self, prefix: str, suffix: str) -> tuple[list[int], list[str], list[int]]:
+        """Prompt ids to fill in between `prefix` and `suffix` (FIM where the model has the tokens, the
+        prefix alone otherwise), with the stop strings and ids."""
+        fim = build_fim_prompt(self.tokenizer, prefix, suffix)
+        ids: list[int] = []
+        for piece, is_special in fim.segments:  # the user's code never turns into special tokens
+            ids += self.tokenizer.encode(piece, allow_special=is_special)
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None:
+            ids.insert(0, bos)
+        return ids, list(fim.stop_strings), list(fim.stop_token_ids)
 
     def generate(
         self, prompt: str | list[int], params: SamplingParams, cancel: threading.Event | None = None
@@ -132,65 +126,50 @@ class LLMEngine:
         return self._generate(prompt_ids, params, cancel)
 
     def _generate(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None) -> Iterator[GenerationChunk]:
-        if not self._turns.acquire(cancel):
-            return
-        seq = Sequence(list(prompt_ids))
+        request = self._request(prompt_ids, params, cancel)
+        self.scheduler.submit(request)
+        finished = False
         try:
-            yield from self._run(seq, params, cancel)
+            while (item := request.out.get()) is not None:
+                if isinstance(item, Exception):
+                    finished = True
+                    raise item
+                yield item
+            finished = True
         finally:
-            seq.free(self.blocks)
-            self._turns.release()
+            if not finished:  # the reader stopped early: the loop frees the request within a step
+                request.abandoned.set()
+                while request.out.get() is not None:
+                    pass
 
-    def _run(self, seq: Sequence, params: SamplingParams, cancel: threading.Event | None) -> Iterator[GenerationChunk]:
-        started = time.perf_counter()
-        stats = GenerationStats(num_prompt_tokens=len(seq))
-        stats.num_cached_tokens = seq.reuse_prefix(self.blocks)
-        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    def _request(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None) -> Request:
         stop_ids = set(params.stop_token_ids)
         if not params.ignore_eos and self.tokenizer.eos_id is not None:
             stop_ids.add(self.tokenizer.eos_id)
-        stream = TextStream(self.tokenizer, params.stop)
-        max_len = min(len(seq) + params.max_tokens, self.max_context)
+        return Request(
+            seq=Sequence(list(prompt_ids)), params=params, cancel=cancel or threading.Event(),
+            stream=TextStream(self.tokenizer, params.stop), stop_ids=stop_ids,
+            max_len=min(len(prompt_ids) + params.max_tokens, self.max_context),
+            generator=torch.Generator().manual_seed(params.seed) if params.seed is not None else None,
+            stats=GenerationStats(num_prompt_tokens=len(prompt_ids)))
 
-        logits = self._prefill(seq, cancel)
-        stats.time_to_first_token_s = time.perf_counter() - started
-        decode_started = time.perf_counter()
-        finish_reason = "length"
-        while logits is not None and len(seq) < max_len:
-            if cancel is not None and cancel.is_set():
-                finish_reason = "cancelled"
-                break
-            seen = torch.tensor(seq.token_ids[-params.repetition_window:]) if params.repetition_penalty != 1.0 \
-                else torch.empty(0, dtype=torch.long)
-            token_id = sample(logits, params, seen, generator)
-            stats.num_generated += 1
-            if token_id in stop_ids:
-                finish_reason = "stop"
-                break
-            seq.token_ids.append(token_id)
-            text = stream.push(token_id)
-            if stream.stopped:
-                finish_reason = "stop"
-                yield GenerationChunk(text, [token_id])
-                break
-            if text:
-                yield GenerationChunk(text, [token_id])
-            if len(seq) < max_len:
-                logits = self._step(seq, len(seq) - 1, len(seq))
-        if logits is None:
-            finish_reason = "cancelled"
-        stats.decode_s = time.perf_counter() - decode_started
-        yield GenerationChunk(stream.finish(), [], finish_reason, stats)
+    def _prefill_step(self, request: Request, start: int, end: int) -> torch.Tensor:
+        return self._step(request.seq, start, end)
 
-    def _prefill(self, seq: Sequence, cancel: threading.Event | None) -> torch.Tensor | None:
-        """Computes the prompt's KV in chunks past the reused prefix; returns the last logits, or
-        None when cancelled between chunks (the finished chunks' blocks stay cached for the next)."""
-        chunk = self.options.prefill_chunk
-        logits = None
-        for start in range(seq.num_computed, len(seq), chunk):
-            if cancel is not None and cancel.is_set():
-                return None
-            logits = self._step(seq, start, min(start + chunk, len(seq)))
+    def _decode_step(self, requests: list[Request]) -> torch.Tensor:
+        """The next-token logits [B, V] of each request, from one forward over their last tokens."""
+        if len(requests) == 1:
+            seq = requests[0].seq
+            return self._step(seq, len(seq) - 1, len(seq))[None]
+        seqs = [r.seq for r in requests]
+        batch = BatchMetadata([AttentionMetadata.for_step(s.block_ids, len(s) - 1, 1, self.kv.block_size)
+                               for s in seqs])
+        input_ids = torch.tensor([s.token_ids[-1] for s in seqs], dtype=torch.long)
+        positions = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
+        logits = self.model(input_ids, positions, self.kv, batch, logits_for=torch.arange(len(seqs)))
+        for s in seqs:
+            s.num_computed = len(s)
+            s.seal_full_blocks(self.blocks)
         return logits
 
     def _step(self, seq: Sequence, start: int, end: int) -> torch.Tensor:

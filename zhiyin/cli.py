@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     from zhiyin.commands.serve import add_parser as add_serve_parser
 
     add_serve_parser(verbs, _bounded)
+
+    from zhiyin.commands.engine import add_parser as add_engine_parser
+
+    add_engine_parser(verbs, _bounded, _add_model_arguments)
     return parser
 
 
@@ -150,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.lsp import run_lsp
 
             return run_lsp(args)
+        if args.verb == "engine":
+            from zhiyin.commands.engine import run_engine
+
+            return run_engine(args)
         if args.verb == "serve":
             from zhiyin.commands.serve import run_serve
 

@@ -35,6 +35,7 @@ class EngineSettings:
     threads: int | None = None
     kv_cache_mib: int = 512
     int8_decode: bool = True
+    max_batch: int = 16
 
 
 @dataclass

@@ -7,7 +7,6 @@ memories are placed here too.
 from dataclasses import dataclass, field
 
 from engine import LLMEngine
-from engine.prompt_format import build_fim_prompt, render_chat
 from engram.records import Recalled
 from indexer.context import ContextItem
 
@@ -56,21 +55,11 @@ def completion_prompt(engine: LLMEngine, prefix: str, suffix: str | None = None,
     prefix = context + prefix
     if not suffix:
         return Prompt(engine.encode(prefix))
-    fim = build_fim_prompt(engine.tokenizer, prefix, suffix)
-    ids: list[int] = []
-    for piece, is_special in fim.segments:  # the user's code never turns into special tokens
-        ids += engine.tokenizer.encode(piece, allow_special=is_special)
-    bos = engine.tokenizer.bos_id
-    if engine.tokenizer.add_bos and bos is not None:
-        ids.insert(0, bos)
-    return Prompt(ids, list(fim.stop_strings), list(fim.stop_token_ids))
+    return Prompt(*engine.infill_ids(prefix, suffix))
 
 
 def chat_prompt(engine: LLMEngine, messages: list[dict[str, str]]) -> Prompt:
-    chat = render_chat(engine.tokenizer, messages)
-    # The template writes BOS itself where the model wants it.
-    ids = engine.tokenizer.encode(chat.text, allow_special=True)
-    return Prompt(ids, list(chat.stop_strings), list(chat.stop_token_ids))
+    return Prompt(*engine.chat_ids(messages))
 
 
 EDIT_SYSTEM = (

@@ -1,0 +1,88 @@
+"""`zhiyin engine serve`: the local engine as an OpenAI-compatible server for other tools and
+machines (vLLM's and llama.cpp's API: /v1/completions, /v1/chat/completions, /v1/models)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from engine.errors import N_, EngineError
+from zhiyin.i18n import _
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class MissingApiKeyError(EngineError):
+    message = N_("Listening on {host} needs an API key: set one in an environment variable and name it with "
+                 "--api-key-env (e.g. export ZHIYIN_API_KEY=…; --api-key-env ZHIYIN_API_KEY).")
+
+
+class CannotListenError(EngineError):
+    message = N_("Cannot listen on {host}:{port} (in use, or not an address of this machine). Choose another "
+                 "with --port, or --port 0 for any free one.")
+
+
+class EmptyApiKeyError(EngineError):
+    message = N_("The environment variable {name} (from --api-key-env) is not set or empty.")
+
+
+def add_parser(verbs, bounded, add_model_arguments) -> None:
+    engine = verbs.add_parser("engine", help=_("Serve the local model to other tools (OpenAI-compatible API)."))
+    engine_verbs = engine.add_subparsers(dest="engine_verb", metavar=_("COMMAND"), required=True)
+    serve = engine_verbs.add_parser(
+        "serve", help=_("Serve the model over an OpenAI-compatible HTTP API."),
+        description=_("Serve the local model at /v1/completions, /v1/chat/completions and /v1/models, with "
+                      "streaming, /health and /metrics. Concurrent requests are batched."))
+    serve.add_argument("--host", default="127.0.0.1",
+                       help=_("address to listen on (default: %(default)s, this machine only)"))
+    serve.add_argument("--port", type=bounded(int, 0, 65535), default=8000,
+                       help=_("port to listen on; 0 picks a free one (default: %(default)s)"))
+    serve.add_argument("--api-key-env", default=None, metavar="VAR",
+                       help=_("require `Authorization: Bearer KEY`, KEY read from this environment variable "
+                              "(needed beyond loopback)"))
+    serve.add_argument("--max-batch", type=bounded(int, 1, 256), default=16,
+                       help=_("requests decoded together (default: %(default)s)"))
+    serve.add_argument("--max-queue", type=bounded(int, 1), default=64,
+                       help=_("requests allowed to wait; more get 429 (default: %(default)s)"))
+    serve.add_argument("--served-model-name", default=None, metavar="NAME",
+                       help=_("the model id clients send (default: the model file's)"))
+    add_model_arguments(serve)
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from engine.openai_server import create_app
+    from zhiyin.config import load_config
+    from zhiyin.runtime import open_engine
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env) or None
+        if api_key is None:
+            raise EmptyApiKeyError(name=args.api_key_env)
+    elif args.host not in LOOPBACK:
+        raise MissingApiKeyError(host=args.host)
+    config = load_config(None)
+    config.engine.max_batch = args.max_batch
+    engine = open_engine(config, args.model, args.dtype, args.threads)
+    app = create_app(engine, api_key=api_key, max_queue=args.max_queue, model_name=args.served_model_name)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+
+    async def announce() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.05)
+        if server.started:  # bound: the port is known, also for --port 0
+            port = server.servers[0].sockets[0].getsockname()[1]
+            print(_("Serving {model} at http://{host}:{port}/v1").format(
+                model=args.served_model_name or engine.model_id, host=args.host, port=port), flush=True)
+
+    async def main() -> None:
+        await asyncio.gather(server.serve(), announce())
+
+    asyncio.run(main())
+    if not server.started:
+        raise CannotListenError(host=args.host, port=args.port)
+    return 0
