@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install browser run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-baselines catalogs clean
+.PHONY: install browser run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ bench-engram: install
 bench-review: install
 	$(PY) bench/review_bench.py
 
+bench-chat: install
+	$(PY) bench/chat_bench.py
+
+bench-serve: install bench-baselines
+	$(PY) bench/serve_bench.py
+
 catalogs: install
 	$(PY) scripts/update_catalogs.py
 
@@ -68,3 +74,6 @@ clean:
 LLAMA_CPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
 bench-baselines: install
 	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" $(PY) -m pip install --quiet llama-cpp-python==0.3.36
+	# llama.cpp's OpenAI-compatible server pins FastAPI/Starlette of its own: a venv of its own
+	test -x .venv-llama/bin/python || $(PYTHON) -m venv .venv-llama
+	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" .venv-llama/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36'

@@ -3,7 +3,7 @@
 `/v1/models`, `/v1/completions` (with `suffix` for fill-in-the-middle), `/v1/chat/completions`,
 streaming as server-sent events, `/health`, `/metrics` (Prometheus text). Requests from all
 clients are batched by the engine's scheduler; the queue is bounded (429 with Retry-After beyond
-it) and a request whose client goes away is cancelled. With an API key, every `/v1` request needs
+it: the batch and `max_queue` more wait) and a request whose client goes away is cancelled. With an API key, every `/v1` request needs
 `Authorization: Bearer KEY`.
 """
 
@@ -52,6 +52,7 @@ class Metrics:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     last_decode_tokens_per_s: float = 0.0
+    in_flight: int = 0  # accepted requests not yet answered: the running batch and the queue
 
     def count(self, chunk: GenerationChunk) -> None:
         if chunk.stats is not None:
@@ -94,6 +95,7 @@ def create_app(engine: LLMEngine, *, api_key: str | None = None, max_queue: int 
                   f"zhiyin_generated_tokens_total {metrics.generated_tokens}",
                   "# TYPE zhiyin_queue_depth gauge", f"zhiyin_queue_depth {engine.queued_requests}",
                   "# TYPE zhiyin_running_requests gauge", f"zhiyin_running_requests {engine.scheduler.running}",
+                  "# TYPE zhiyin_peak_batch_size gauge", f"zhiyin_peak_batch_size {engine.scheduler.peak_batch}",
                   "# TYPE zhiyin_decode_tokens_per_second gauge",
                   f"zhiyin_decode_tokens_per_second {metrics.last_decode_tokens_per_s:.2f}",
                   "# TYPE zhiyin_kv_bytes gauge", f'zhiyin_kv_bytes{{tier="device"}} {engine.kv_resident_bytes}']
@@ -117,7 +119,7 @@ def create_app(engine: LLMEngine, *, api_key: str | None = None, max_queue: int 
                 raise BadRequest(f"The model {model!r} does not exist; this server has {served!r}.", "model", 404,
                                  "model_not_found")
             prompt_ids, params = parse(engine, body)
-            if engine.queued_requests >= max_queue:
+            if metrics.in_flight >= engine.options.max_batch + max_queue:
                 metrics.rejected += 1
                 return _error("The server is busy: too many requests are waiting. Retry later.", status=429,
                               kind="rate_limit_error", headers={"Retry-After": "1"})
@@ -129,7 +131,8 @@ def create_app(engine: LLMEngine, *, api_key: str | None = None, max_queue: int 
             return _error(str(e))
         rid = f"{'chatcmpl' if endpoint.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex}"
         cancel = threading.Event()
-        chunks = _run_in_thread(engine, prompt_ids, params, cancel)
+        metrics.in_flight += 1
+        chunks = _run_in_thread(engine, prompt_ids, params, cancel, metrics)
         if stream:
             return StreamingResponse(_sse(request, chunks, cancel, shape, rid, served, metrics, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -279,7 +282,7 @@ def _error(message: str, param: str | None = None, status: int = 400, kind: str 
 # --- streaming ----------------------------------------------------------------------------------------
 
 def _run_in_thread(engine: LLMEngine, prompt_ids: list[int], params: SamplingParams,
-                   cancel: threading.Event) -> asyncio.Queue:
+                   cancel: threading.Event, metrics: Metrics) -> asyncio.Queue:
     """The generation's chunks, fed from a worker thread into a queue of the running loop
     (an EngineError, then None, on failure; None at the end)."""
     loop = asyncio.get_running_loop()
@@ -292,9 +295,14 @@ def _run_in_thread(engine: LLMEngine, prompt_ids: list[int], params: SamplingPar
         except EngineError as e:
             loop.call_soon_threadsafe(chunks.put_nowait, e)
         loop.call_soon_threadsafe(chunks.put_nowait, None)
+        loop.call_soon_threadsafe(_done, metrics)
 
     threading.Thread(target=run, name="zhiyin-openai-request", daemon=True).start()
     return chunks
+
+
+def _done(metrics: Metrics) -> None:
+    metrics.in_flight -= 1
 
 
 async def _until_disconnected(request: Request, chunks: asyncio.Queue, cancel: threading.Event,

@@ -93,6 +93,7 @@ class Scheduler:
         self._running: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.peak_batch = 0  # the most requests one decode step has served
 
     @property
     def waiting(self) -> int:
@@ -133,6 +134,7 @@ class Scheduler:
             self._prefill_some(whole=not self._running)
         self._running = [r for r in self._running if not self._finish_if_stopped(r)]
         if self._running:
+            self.peak_batch = max(self.peak_batch, len(self._running))
             for request, logits in zip(self._running, self._decode(self._running)):
                 request.logits = logits
             self._running = [r for r in self._running if self._sample(r)]
