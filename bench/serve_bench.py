@@ -34,10 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import openai  # noqa: E402
-from machine import machine  # noqa: E402
+import openai
+from machine import machine
 
-from engine.model_files import default_model_path  # noqa: E402
+from engine.model_files import default_model_path
 
 PROMPT_FILE = ROOT / "engine" / "scheduler.py"
 
