@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install browser run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-baselines catalogs clean
+.PHONY: install browser llama-server run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,21 @@ $(BROWSER_STAMP): tests/chat/browser/package-lock.json
 
 browser: $(BROWSER_STAMP)
 
+# llama.cpp's OpenAI-compatible server, a peer the OpenAI backend is tested against (and the serving
+# benchmark's baseline). It pins FastAPI/Starlette versions of its own: a venv of its own.
+LLAMA_CPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+LLAMA_STAMP := .venv-llama/.installed
+$(LLAMA_STAMP):
+	test -x .venv-llama/bin/python || $(PYTHON) -m venv .venv-llama
+	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" .venv-llama/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	touch $@
+
+llama-server: $(LLAMA_STAMP)
+
 run: install
 	$(VENV)/bin/zhiyin serve
 
-test: install browser
+test: install browser llama-server
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -69,11 +80,5 @@ catalogs: install
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# llama.cpp as a benchmark baseline (not a dependency of Zhiyin). GGML_NATIVE=ON builds die with an
-# illegal instruction on these machines: name the instruction sets instead.
-LLAMA_CPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
-bench-baselines: install
+bench-baselines: install llama-server
 	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" $(PY) -m pip install --quiet llama-cpp-python==0.3.36
-	# llama.cpp's OpenAI-compatible server pins FastAPI/Starlette of its own: a venv of its own
-	test -x .venv-llama/bin/python || $(PYTHON) -m venv .venv-llama
-	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" .venv-llama/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36'

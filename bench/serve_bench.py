@@ -65,7 +65,8 @@ def start_llama_cpp(python: str, model: Path, threads: int) -> tuple[subprocess.
     port = free_port()
     process = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                                 "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads),
-                                "--n_threads_batch", str(threads)],
+                                "--n_threads_batch", str(threads),
+                                "--interrupt_requests", "False"],  # else a new request cuts the running one off
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120

@@ -13,6 +13,7 @@ from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
 from engine.kv_cache import KVCache
 from engine.model import Transformer, required_tensor_names
+from engine.prompt import Prompt
 from engine.prompt_format import build_fim_prompt, render_chat
 from engine.quantize import add_int8_decode_weights
 from engine.sampling import SamplingParams
@@ -111,13 +112,24 @@ class LLMEngine:
             ids.insert(0, bos)
         return ids, list(fim.stop_strings), list(fim.stop_token_ids)
 
+    def chat_prompt(self, messages: list[dict[str, str]]) -> Prompt:
+        ids, stop, stop_ids = self.chat_ids(messages)
+        return Prompt(ids, stop, stop_ids, messages=messages, num_tokens=len(ids))
+
+    def completion_prompt(self, prefix: str, suffix: str | None = None) -> Prompt:
+        """`prefix` to continue; with `suffix`, fill in the middle where the model has FIM tokens."""
+        ids, stop, stop_ids = self.infill_ids(prefix, suffix) if suffix else (self.encode(prefix), [], [])
+        return Prompt(ids, stop, stop_ids, prefix=prefix, suffix=suffix, num_tokens=len(ids))
+
     def generate(
-        self, prompt: str | list[int], params: SamplingParams, cancel: threading.Event | None = None
+        self, prompt: Prompt | str | list[int], params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[GenerationChunk]:
         """Streams the completion of `prompt`; stops between tokens once `cancel` is set.
 
         Checks the prompt at once (PromptTooLongError); the model runs as the iterator is read.
         """
+        if isinstance(prompt, Prompt):
+            prompt = prompt.token_ids
         prompt_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not prompt_ids:
             prompt_ids = [self.tokenizer.bos_id if self.tokenizer.bos_id is not None else 0]

@@ -71,6 +71,6 @@ async def explain(backends: Backends, path: str, code: str) -> str:
         language = "Chinese" if current_locale().startswith("zh") else "English"
         prompt = explain_prompt(engine, path, code[:MAX_EXPLAIN_CHARS], language)
         params = SamplingParams(max_tokens=EXPLAIN_MAX_TOKENS, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
-        return "".join(chunk.text for chunk in engine.generate(prompt.token_ids, params)).strip()
+        return "".join(chunk.text for chunk in engine.generate(prompt, params)).strip()
 
     return await asyncio.get_running_loop().run_in_executor(None, run)

@@ -26,9 +26,9 @@ from lsprotocol import types
 from pygls.uris import to_fs_path
 from pygls.workspace import Workspace
 
-from engine import LLMEngine
 from engine.errors import EngineError
 from engine.memory import trim_heap
+from engine.prompt import TextModel
 from lsp_server.completion_cache import CompletionCache, forward
 from lsp_server.debounce import AdaptiveDebounce
 from lsp_server.positions import cursor_from_position
@@ -219,7 +219,7 @@ class CompletionRunner:
             self._report(_(MSG_COMPLETION_FAILED).format(error=e))
         return None
 
-    def _completer_for(self, engine: LLMEngine) -> Completer:
+    def _completer_for(self, engine: TextModel) -> Completer:
         with self._completer_lock:
             if self._completer is None:
                 self._completer = Completer(engine, max_tokens=self.settings.max_tokens,

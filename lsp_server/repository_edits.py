@@ -20,7 +20,7 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.uris import from_fs_path
 
-from engine import LLMEngine
+from engine.prompt import TextModel
 from lsp_server.positions import position_at
 from zhiyin.edit_planner import model_plan, plan_edits
 from zhiyin.edits import CheckedEdit, EditPlan, check_plan
@@ -109,7 +109,7 @@ class RepositoryEdits:
         backends = self.server.backends
         root = backends.root
 
-        def engine() -> LLMEngine:
+        def engine() -> TextModel:
             loaded = backends.wait_for_engine(ENGINE_WAIT_S, threading.Event())
             if loaded is None:
                 raise _Unavailable(_(MSG_NO_MODEL))

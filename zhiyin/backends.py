@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from engine import LLMEngine
 from engine.errors import EngineError
+from engine.prompt import TextModel
 from indexer.index import Index
 from zhiyin.config import load_config
 from zhiyin.i18n import N_, _, translate_error
@@ -47,7 +47,7 @@ class Progress(Protocol):
 
 class Backends:
     def __init__(self, root: Path | None, *, embeddings: bool, progress: Progress,
-                 show_error: Callable[[str], None], model: str | None = None, engine: LLMEngine | None = None,
+                 show_error: Callable[[str], None], model: str | None = None, engine: TextModel | None = None,
                  index: Index | None = None) -> None:
         """`model`: a name or path over the configuration's; `engine`, `index`: already opened (a
         benchmark, a test), not loaded again."""
@@ -103,11 +103,11 @@ class Backends:
         return self._index_done.is_set() and self._index is not None
 
     @property
-    def engine(self) -> LLMEngine | None:
+    def engine(self) -> TextModel | None:
         """The engine if loaded, without waiting."""
         return self._engine
 
-    def wait_for_engine(self, timeout: float, cancel: threading.Event) -> LLMEngine | None:
+    def wait_for_engine(self, timeout: float, cancel: threading.Event) -> TextModel | None:
         """The engine once loaded; None if it failed, `timeout` seconds passed, or `cancel` was set."""
         self.start()
         deadline = time.monotonic() + timeout

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from engine import LLMEngine, SamplingParams
+from engine import SamplingParams
 from engine.llm_engine import GenerationStats
+from engine.prompt import TextModel
 from engram.recall import recall
 from indexer.index import Index
 from zhiyin.i18n import N_, _, current_locale
@@ -61,7 +62,7 @@ class ChatEvent:
     stats: GenerationStats | None = None  # the model run's, on the final event
 
 
-def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str, str]] | None = None,
+def chat_turn(engine: TextModel | None, question: str, *, history: list[dict[str, str]] | None = None,
               index: Index | None = None, memory: RepositoryMemory | None = None,
               attachments: list[Attachment] = (), codebase: bool = True, path: str | None = None,
               cancel: threading.Event | None = None, max_tokens: int = MAX_TOKENS) -> Iterator[ChatEvent]:
@@ -95,7 +96,7 @@ def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str
     history = list(history or [])
     prompt = chat_turn_prompt(engine, history, question, sources, memories, language)
     max_tokens = max(1, min(max_tokens, MAX_TOKENS))
-    while len(prompt.token_ids) + max_tokens >= engine.max_context and (history or sources):
+    while prompt.num_tokens + max_tokens >= engine.max_context and (history or sources):
         if history:  # the oldest turns go first, then the least relevant sources
             del history[:2]
         else:
@@ -106,7 +107,7 @@ def chat_turn(engine: LLMEngine | None, question: str, *, history: list[dict[str
                             repetition_window=REPETITION_WINDOW, stop=prompt.stop,
                             stop_token_ids=prompt.stop_token_ids)
     stats = None
-    for chunk in engine.generate(prompt.token_ids, params, cancel):
+    for chunk in engine.generate(prompt, params, cancel):
         if chunk.text:
             yield ChatEvent(chunk.text)
         stats = chunk.stats or stats

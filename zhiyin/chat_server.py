@@ -455,8 +455,8 @@ class ChatServer:
         await client.send({
             "type": "status", "protocol": PROTOCOL, "repository": self._repository_name(),
             "model": self._model_id(), "clients": len(self._clients),
-            "engine": {"loaded": engine is not None, "queued": engine.queued_requests if engine else 0,
-                       "kvResidentBytes": engine.kv_resident_bytes if engine else 0},
+            "engine": {"loaded": engine is not None, "queued": getattr(engine, "queued_requests", 0),
+                       "kvResidentBytes": getattr(engine, "kv_resident_bytes", 0)},
             "index": {"ready": self.backends.index_ready}, "memory": self.backends.root is not None,
             "editor": self.editor is not None, "work": self.progress()})
 

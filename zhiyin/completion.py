@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine import LLMEngine, SamplingParams
+from engine import SamplingParams
+from engine.prompt import TextModel
 from engram.recall import recall
 from indexer.index import Index
 from indexer.languages import language_for_path
@@ -65,7 +66,7 @@ class _StickyContext:
 class Completer:
     """Completes code with one engine; keeps the last repository context between requests."""
 
-    def __init__(self, engine: LLMEngine, index: Index | None = None, *, max_tokens: int = 48,
+    def __init__(self, engine: TextModel, index: Index | None = None, *, max_tokens: int = 48,
                  context_budget: int = 1024) -> None:
         self.engine, self.index = engine, index
         self.max_tokens, self.context_budget = max_tokens, context_budget
@@ -96,7 +97,7 @@ class Completer:
         params = SamplingParams(max_tokens=self.max_tokens, stop=prompt.stop + ([] if multiline else ["\n"]),
                                 stop_token_ids=prompt.stop_token_ids)
         text, stats = "", None
-        for chunk in self.engine.generate(prompt.token_ids, params, cancel):
+        for chunk in self.engine.generate(prompt, params, cancel):
             text += chunk.text
             stats = chunk.stats or stats
             if on_text is not None and chunk.text:
@@ -107,7 +108,7 @@ class Completer:
             return None
         text = clean_completion(text, before, suffix, multiline)
         if stats is None:  # stopped early: the engine's own count is in the chunk never read
-            return Completion(text, multiline, len(prompt.token_ids))
+            return Completion(text, multiline, prompt.num_tokens)
         return Completion(text, multiline, stats.num_prompt_tokens, stats.num_cached_tokens)
 
     def _repository_context(self, request: CompletionRequest, index: Index | None,
@@ -139,7 +140,7 @@ class Completer:
         context goes, then the far end of the prefix and of the suffix."""
         room = self.engine.max_context - self.max_tokens - 1
         prompt = completion_prompt(self.engine, prefix, suffix, context)
-        while len(prompt.token_ids) > room and (context or prefix or suffix):
+        while prompt.num_tokens > room and (context or prefix or suffix):
             if context:
                 context = ""
             else:

@@ -11,7 +11,17 @@ threads = 2
 kv_cache_mib = 512
 [index]
 embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
+[openai]                          # use an OpenAI-compatible server as the model (user config only)
+base_url = "http://gpu-box:8000/v1"
+model = "Qwen/Qwen2.5-Coder-7B-Instruct"
+api_key_env = "DEEPSEEK_API_KEY"  # the key is read from this environment variable
+timeout_s = 60
+max_retries = 3
+max_context = 32768               # default: what the server reports, else 8192
 ```
+
+`[openai]` is read from the user's own configuration only: a repository's `.zhiyin.toml` must not
+be able to send the user's code to a server of its choosing.
 """
 
 import tomllib
@@ -44,12 +54,23 @@ class IndexSettings:
 
 
 @dataclass
+class OpenAISettings:
+    base_url: str | None = None  # set: the model is this server, not the local engine
+    model: str | None = None  # default: the first the server lists
+    api_key_env: str | None = None
+    timeout_s: int = 60
+    max_retries: int = 3
+    max_context: int | None = None
+
+
+@dataclass
 class Config:
     model: str | None = None
     models: dict[str, str] = field(default_factory=dict)
     models_dirs: list[Path] = field(default_factory=list)
     engine: EngineSettings = field(default_factory=EngineSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
     sources: list[Path] = field(default_factory=list)  # the files this came from
 
 
@@ -72,7 +93,7 @@ def load_config(cwd: Path | None = None) -> Config:
     repo_config = find_repo_config((cwd or Path.cwd()).resolve())
     for path in [user_config_path(), repo_config]:
         if path is not None and path.is_file():
-            _merge(config, _read(path), path)
+            _merge(config, _read(path), path, trusted=path != repo_config)
             config.sources.append(path)
     return config
 
@@ -84,7 +105,7 @@ def _read(path: Path) -> dict:
         raise ConfigError(path=str(path), detail=str(e)) from None
 
 
-def _merge(config: Config, data: dict, path: Path) -> None:
+def _merge(config: Config, data: dict, path: Path, *, trusted: bool = True) -> None:
     def expect(value, kind, key):
         if not isinstance(value, kind):
             raise ConfigError(path=str(path), detail=f"'{key}' = {value!r}")
@@ -107,5 +128,13 @@ def _merge(config: Config, data: dict, path: Path) -> None:
         if key != "embedder":
             raise ConfigError(path=str(path), detail=f"unknown key 'index.{key}'")
         config.index.embedder = expect(value, str, "index.embedder")
+    remote = expect(data.get("openai", {}), dict, "openai")
+    if remote and not trusted:
+        raise ConfigError(path=str(path), detail="[openai] belongs in your own config.toml, not in a repository's")
+    for key, value in remote.items():
+        if not hasattr(config.openai, key):
+            raise ConfigError(path=str(path), detail=f"unknown key 'openai.{key}'")
+        kind = int if key in ("timeout_s", "max_retries", "max_context") else str
+        setattr(config.openai, key, expect(value, kind, f"openai.{key}"))
     if config.engine.dtype not in ("bf16", "fp32"):
         raise ConfigError(path=str(path), detail=f"engine.dtype = {config.engine.dtype!r} (use bf16 or fp32)")

@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import LLMEngine, SamplingParams
+from engine import SamplingParams
+from engine.prompt import TextModel
 from indexer.index import Index
 from indexer.languages import GRAMMARS, language_for_path, parser_for
 from zhiyin.edits import (
@@ -56,7 +57,7 @@ def parse_rename(instruction: str) -> tuple[str, str] | None:
     return None
 
 
-def plan_edits(instruction: str, root: Path, index: Index, engine: Callable[[], LLMEngine],
+def plan_edits(instruction: str, root: Path, index: Index, engine: Callable[[], TextModel],
                read_text: ReadText, on_file: Callable[[str], None] | None = None) -> EditPlan:
     """The edits `instruction` asks for. `engine` is called only when the model is needed;
     `on_file` is told each file as its turn comes (for progress)."""
@@ -108,7 +109,7 @@ def identifier_spans(text: str, language: str, name: str) -> list[tuple[int, int
     return spans
 
 
-def model_plan(instruction: str, root: Path, index: Index, engine: LLMEngine, read_text: ReadText,
+def model_plan(instruction: str, root: Path, index: Index, engine: TextModel, read_text: ReadText,
                on_file: Callable[[str], None] | None = None, paths: list[str] | None = None) -> EditPlan:
     """The model's edits to `paths`, else to the files hybrid search finds for the instruction."""
     plan = EditPlan(instruction)
@@ -123,11 +124,11 @@ def model_plan(instruction: str, root: Path, index: Index, engine: LLMEngine, re
         if text is None:
             continue
         prompt = edit_prompt(engine, instruction, path, text)
-        if len(prompt.token_ids) + MODEL_MAX_TOKENS >= engine.max_context:
+        if prompt.num_tokens + MODEL_MAX_TOKENS >= engine.max_context:
             plan.problems[path] = _(MSG_TOO_LONG)
             continue
         params = SamplingParams(max_tokens=MODEL_MAX_TOKENS, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
-        answer = "".join(chunk.text for chunk in engine.generate(prompt.token_ids, params))
+        answer = "".join(chunk.text for chunk in engine.generate(prompt, params))
         replacements = search_replace_spans(text, answer)
         if replacements is None:
             plan.problems[path] = _(MSG_NO_MATCH)

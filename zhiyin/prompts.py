@@ -1,25 +1,15 @@
-"""Building model prompts from what the user gave: code around a cursor, or chat messages.
-
-The one place that turns requests into token ids; later the retrieved repository context and
-memories are placed here too.
+"""Building model prompts from what the user gave: code around a cursor, or chat messages, with
+the retrieved repository context and the project memories. The one place that words requests to
+the model; the model (local or remote) turns them into what it reads.
 """
 
-from dataclasses import dataclass, field
-
-from engine import LLMEngine
+from engine.prompt import Prompt, TextModel
 from engram.records import Recalled
 from indexer.context import ContextItem
 
 # How a language writes a line comment: repository context goes into the prompt as comments, so
 # that a model without any special format reads it as part of the file (as Tabby and Continue do).
 _LINE_COMMENT = {"python": "#", "markdown": "", "text": ""}
-
-
-@dataclass
-class Prompt:
-    token_ids: list[int]
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
 
 
 def repository_context(items: list[ContextItem], language: str | None) -> str:
@@ -49,17 +39,14 @@ def memory_context(recalled: list[Recalled], language: str | None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def completion_prompt(engine: LLMEngine, prefix: str, suffix: str | None = None, context: str = "") -> Prompt:
+def completion_prompt(engine: TextModel, prefix: str, suffix: str | None = None, context: str = "") -> Prompt:
     """Code completion at a cursor: FIM when the model has FIM tokens and there is a suffix.
     `context` (from `repository_context`) goes before the prefix."""
-    prefix = context + prefix
-    if not suffix:
-        return Prompt(engine.encode(prefix))
-    return Prompt(*engine.infill_ids(prefix, suffix))
+    return engine.completion_prompt(context + prefix, suffix or None)
 
 
-def chat_prompt(engine: LLMEngine, messages: list[dict[str, str]]) -> Prompt:
-    return Prompt(*engine.chat_ids(messages))
+def chat_prompt(engine: TextModel, messages: list[dict[str, str]]) -> Prompt:
+    return engine.chat_prompt(messages)
 
 
 EDIT_SYSTEM = (
@@ -68,14 +55,14 @@ EDIT_SYSTEM = (
 )
 
 
-def edit_prompt(engine: LLMEngine, instruction: str, path: str, text: str, context: str = "") -> Prompt:
+def edit_prompt(engine: TextModel, instruction: str, path: str, text: str, context: str = "") -> Prompt:
     """Asks for the changes `instruction` makes to the file `path`, as SEARCH/REPLACE blocks;
     `context` (from `repository_context`) shows related code from elsewhere."""
     user = (f"{context}File {path}:\n```\n{text}\n```\n\nChange this file: {instruction}")
     return chat_prompt(engine, [{"role": "system", "content": EDIT_SYSTEM}, {"role": "user", "content": user}])
 
 
-def explain_prompt(engine: LLMEngine, path: str, code: str, answer_language: str) -> Prompt:
+def explain_prompt(engine: TextModel, path: str, code: str, answer_language: str) -> Prompt:
     """Asks for a short explanation of `code` from the file `path`, in `answer_language` (English, Chinese)."""
     user = (f"Explain briefly what this code from {path} does, in {answer_language}.\n```\n{code}\n```")
     return chat_prompt(engine, [{"role": "user", "content": user}])
@@ -89,7 +76,7 @@ REVIEW_SYSTEM = (
 )
 
 
-def review_prompt(engine: LLMEngine, path: str, hunk: str, context: str = "", memories: str = "") -> Prompt:
+def review_prompt(engine: TextModel, path: str, hunk: str, context: str = "", memories: str = "") -> Prompt:
     """Asks for findings on one changed hunk (its lines numbered as in the new file), with related
     code from the repository and the project memories that apply, as JSON."""
     user = f"{memories}{context}File {path}, changed lines:\n```\n{hunk}\n```"
@@ -103,7 +90,7 @@ CHAT_SYSTEM = (
 )
 
 
-def chat_turn_prompt(engine: LLMEngine, history: list[dict[str, str]], question: str, sources: list[tuple[str, str]],
+def chat_turn_prompt(engine: TextModel, history: list[dict[str, str]], question: str, sources: list[tuple[str, str]],
                      memories: list[Recalled], language: str) -> Prompt:
     """One chat turn: the system message with the numbered sources (label, text) and the memories,
     the conversation so far, then the question."""

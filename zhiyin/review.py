@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import LLMEngine
+from engine.prompt import TextModel
 from engram.git_history import fix_drafts, fix_shape
 from engram.rule_files import drafts_from_rule_file, rule_files
 from indexer.index import Index
@@ -47,7 +47,7 @@ class ReviewResult:
 
 
 def review(root: Path, changes: list[FileChange], base: str, *, memory: RepositoryMemory | None = None,
-           max_seconds: float | None = None, engine: LLMEngine | None = None,
+           max_seconds: float | None = None, engine: TextModel | None = None,
            index: Index | None = None) -> ReviewResult:
     """The findings for `changes`; with `engine`, the model's too (hunk by hunk, with `index`'s
     context). Once `max_seconds` of reviewing have passed (checked between files and hunks: the

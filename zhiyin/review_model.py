@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json_repair
 
-from engine import LLMEngine, SamplingParams
+from engine import SamplingParams
+from engine.prompt import TextModel
 from indexer.index import Index
 from indexer.languages import language_for_path
 from zhiyin.diffs import FileChange, Hunk
@@ -23,7 +24,7 @@ MAX_MESSAGE_CHARS = 400
 MAX_HUNK_LINES = 80  # longer hunks are reviewed in their first lines only
 
 
-def model_findings(engine: LLMEngine, change: FileChange, hunk: Hunk, index: Index | None = None) -> list[Finding]:
+def model_findings(engine: TextModel, change: FileChange, hunk: Hunk, index: Index | None = None) -> list[Finding]:
     lines = hunk.added[:MAX_HUNK_LINES]
     if not lines:
         return []
@@ -33,12 +34,12 @@ def model_findings(engine: LLMEngine, change: FileChange, hunk: Hunk, index: Ind
         items = index.context_for_cursor(change.path, lines[0][0], 0, CONTEXT_TOKENS)
         context = repository_context(items, language_for_path(change.path))
     prompt = review_prompt(engine, change.path, numbered, context)
-    if len(prompt.token_ids) + MAX_TOKENS >= engine.max_context:
+    if prompt.num_tokens + MAX_TOKENS >= engine.max_context:
         prompt = review_prompt(engine, change.path, numbered)
-        if len(prompt.token_ids) + MAX_TOKENS >= engine.max_context:
+        if prompt.num_tokens + MAX_TOKENS >= engine.max_context:
             return []
     params = SamplingParams(max_tokens=MAX_TOKENS, stop=prompt.stop, stop_token_ids=prompt.stop_token_ids)
-    answer = "".join(chunk.text for chunk in engine.generate(prompt.token_ids, params))
+    answer = "".join(chunk.text for chunk in engine.generate(prompt, params))
     return parse_findings(answer, change.path, {number for number, _text in lines})
 
 

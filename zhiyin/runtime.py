@@ -1,5 +1,6 @@
 """Opening what the commands and servers work with: the inference engine, the repository index."""
 
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -9,13 +10,18 @@ from rich.console import Console
 from engine import EngineOptions, LLMEngine
 from engine.embedder import load_embedder
 from engine.model_files import resolve_model
+from engine.prompt import TextModel
 from indexer.index import Index
-from zhiyin.config import Config, load_config
+from zhiyin.config import Config, OpenAISettings, load_config
 from zhiyin.i18n import N_, _
 
 
-def open_engine(config: Config, model: str | None = None, dtype: str | None = None, threads: int | None = None) -> LLMEngine:
-    """Loads the model named on the command line, else in the configuration, else the default."""
+def open_engine(config: Config, model: str | None = None, dtype: str | None = None,
+                threads: int | None = None) -> TextModel:
+    """The OpenAI-compatible server the user configured, else the local engine with the model named
+    on the command line, else in the configuration, else the default."""
+    if config.openai.base_url and model is None:
+        return open_remote(config.openai)
     path = resolve_model(model or config.model, config.models, config.models_dirs)
     settings = config.engine
     options = EngineOptions(
@@ -28,6 +34,15 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
     status = Console(stderr=True).status(_("Loading model {path}…").format(path=path), spinner="dots")
     with status if sys.stderr.isatty() else nullcontext():
         return LLMEngine.load(path, options)
+
+
+def open_remote(settings: OpenAISettings) -> TextModel:
+    """The configured OpenAI-compatible server, checked (reachable, key accepted, model served)."""
+    from engine.openai_client import OpenAIModel
+
+    key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+    return OpenAIModel(settings.base_url, settings.model, api_key=key, timeout_s=settings.timeout_s,
+                       max_retries=settings.max_retries, max_context=settings.max_context)
 
 
 # What `Index.update` reports it is doing, as a user reads it (progress bars, LSP work-done progress).

@@ -28,7 +28,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.chat and args.suffix is None:
         sys.stdout.write(text)  # show the completion in place, as llama.cpp does
     stats = None
-    for chunk in engine.generate(prompt.token_ids, params):
+    for chunk in engine.generate(prompt, params):
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
         stats = chunk.stats or stats
