@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 
 from engine import SamplingParams
-from engine.openai_client import (OpenAIModel, ServerAuthError, ServerError, ServerModelMissingError,
-                                  ServerUnreachableError)
+from engine.openai_client import (
+    OpenAIModel,
+    ServerAuthError,
+    ServerError,
+    ServerModelMissingError,
+    ServerUnreachableError,
+)
 from tests.test_openai_server import start
 from zhiyin.chat import chat_turn
 from zhiyin.completion import Completer, CompletionRequest
