@@ -6,7 +6,7 @@ The `openai` client does the HTTP: timeouts, and retries with backoff on 429 and
 Retry-After). Chat prompts go as messages (the server applies its template); completions as a
 prompt with `suffix` for fill-in-the-middle, or, on a server that refuses `suffix`, the prefix alone
 (remembered after the first refusal). Opening checks the server once: reachable, the key accepted,
-the model served; each failure is one clear error.
+the model served, one token generated; each failure is one clear error.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ class OpenAIModel:
         served = self._check(model)
         self.model_id = served["id"]
         self.max_context = max_context or int(served.get("max_model_len") or 8192)
+        self._probe()
+
+    def _probe(self) -> None:
+        """One token of chat: the model answers at all (a listed model can still fail to load)."""
+        for _chunk in self.generate(self.chat_prompt([{"role": "user", "content": "hi"}]),
+                                    SamplingParams(max_tokens=1, temperature=0)):
+            pass
 
     def _check(self, model: str | None) -> dict:
         """The served model's entry from /v1/models; raises a clear error when something is off."""

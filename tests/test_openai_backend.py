@@ -29,6 +29,7 @@ from tests.test_openai_server import start
 from zhiyin.chat import chat_turn
 from zhiyin.completion import Completer, CompletionRequest
 from zhiyin.diffs import parse_diff
+from zhiyin.edit_planner import model_plan
 from zhiyin.review import review
 
 pytestmark = pytest.mark.slow
@@ -100,6 +101,10 @@ def test_completion_chat_and_review_run_through_an_openai_server(peer, request, 
     events = list(chat_turn(model, "What does load_config return?", index=index))
     assert sum(1 for e in events if e.text) > 3 and events[-1].done
     assert "shop/config.py" in {c.path for c in events[-1].citations}
+    # an edit the model writes (a tiny model may propose nothing: a plan with a reason, never a crash)
+    plan = model_plan("add a docstring to load_config", index.root, index, model,
+                      lambda path: path.read_text(encoding="utf-8"), paths=["shop/config.py"])
+    assert plan.edits or plan.problems
     # a review's model pass
     diff = (b"diff --git a/shop/orders.py b/shop/orders.py\n--- a/shop/orders.py\n+++ b/shop/orders.py\n"
             b"@@ -1,2 +1,4 @@\n import sqlite3\n+def total(items):\n+    return sum(i.price for i in items) / len(items)\n")
@@ -148,6 +153,8 @@ MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
 GOOD_SSE = (b'data: {"id": "c", "object": "text_completion", "choices": [{"index": 0, "text": "ok", '
             b'"finish_reason": null}]}\n\ndata: {"id": "c", "object": "text_completion", "choices": [{"index": 0, '
             b'"text": "", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+GOOD_CHAT_SSE = (b'data: {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": '
+                 b'{"content": "hi"}, "finish_reason": "length"}]}\n\ndata: [DONE]\n\n')
 
 
 class Peer:
@@ -164,6 +171,9 @@ class Peer:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.endswith("/chat/completions"):  # the client's start-up probe
+                    self._send(200, GOOD_CHAT_SSE, "text/event-stream")
+                    return
                 peer.requests += 1
                 completions(self, peer.requests)
 
