@@ -1,0 +1,114 @@
+"""Sparse FP8 decode attention, the torch reference: it equals dense attention when everything is
+selected, its Quest bound really bounds, FP8 stays within e4m3's precision, and the edge cases
+(short contexts, a partial block, equal scores, NaN/Inf keys) behave."""
+
+import math
+
+import torch
+
+from engine.sparse_attention import (
+    SparseConfig,
+    block_bounds,
+    dequantize_fp8,
+    quantize_fp8,
+    quest_bound,
+    sparse_decode,
+)
+
+SMALL = SparseConfig(block_size=16, sink_tokens=16, window_tokens=64, budget_tokens=64, candidates=2)
+
+
+def dense(q, keys, values, scale):
+    num_heads, _dim = q.shape
+    group = num_heads // keys.shape[0]
+    k = keys.float().repeat_interleave(group, 0)
+    v = values.float().repeat_interleave(group, 0)
+    probs = torch.softmax(torch.einsum("hd,htd->ht", q.float(), k) * scale, -1)
+    return torch.einsum("ht,htd->hd", probs, v)
+
+
+def inputs(length, heads=6, kv_heads=2, dim=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(heads, dim, generator=g), torch.randn(kv_heads, length, dim, generator=g),
+            torch.randn(kv_heads, length, dim, generator=g), 1 / math.sqrt(dim))
+
+
+def test_a_short_context_is_attended_densely() -> None:
+    q, k, v, scale = inputs(100)
+    out, stats = sparse_decode(q, k, v, scale, SMALL)
+    assert stats.dense and stats.fp8_tokens == 0
+    torch.testing.assert_close(out, dense(q, k, v, scale), rtol=1e-5, atol=1e-5)
+
+
+def test_selecting_every_block_in_high_precision_equals_dense_with_a_partial_last_block() -> None:
+    q, k, v, scale = inputs(16 + 64 + 64 + 64 + 7)  # middle of 8 blocks, budget 4, last block partial
+    everything = SparseConfig(block_size=16, sink_tokens=16, window_tokens=64, budget_tokens=64 * 2,
+                              high_precision_share=1.0, candidates=2)
+    out, stats = sparse_decode(q, k, v, scale, everything)
+    assert not stats.dense or stats.attended_tokens == k.shape[1]
+    torch.testing.assert_close(out, dense(q, k, v, scale), rtol=1e-4, atol=1e-5)
+
+
+def test_fp8_band_stays_within_e4m3_precision_of_dense() -> None:
+    q, k, v, scale = inputs(16 + 64 * 4 + 64 + 7)
+    all_fp8 = SparseConfig(block_size=16, sink_tokens=16, window_tokens=64, budget_tokens=64 * 4,
+                           high_precision_share=0.0, candidates=1)
+    out, stats = sparse_decode(q, k, v, scale, all_fp8)
+    assert stats.fp8_coverage > 0.5
+    torch.testing.assert_close(out, dense(q, k, v, scale), rtol=2e-2, atol=2e-2)
+
+
+def test_sparse_selection_finds_the_block_that_matters() -> None:
+    q, k, v, scale = inputs(16 + 64 * 8 + 64)
+    target = 16 + 64 * 5 + 3  # a token far from sinks and window that the query points at
+    k[:, target] = q.view(2, 3, -1).sum(1) * 3
+    v[:, target] = 10.0
+    out, stats = sparse_decode(q, k, v, scale, SMALL)
+    reference = dense(q, k, v, scale)
+    assert not stats.dense and stats.attended_tokens < k.shape[1]
+    assert stats.captured_mass_lower_bound <= 1.0
+    heavy = reference[:, 0] > 9  # the heads whose attention the planted token takes over
+    assert heavy.sum() >= 4
+    torch.testing.assert_close(out[heavy], reference[heavy], rtol=5e-3, atol=5e-2)  # it was selected
+
+
+def test_the_quest_bound_bounds_every_blocks_logits() -> None:
+    q, k, _v, scale = inputs(16 * 9 + 5)
+    kmin, kmax = block_bounds(k, 16)
+    bound = quest_bound(q.view(2, 3, -1), kmin, kmax, scale)  # [Hkv, blocks], group-summed
+    logits = torch.einsum("hgd,htd->ht", q.view(2, 3, -1), k) * scale  # group-summed per token
+    for b in range(bound.shape[1]):
+        assert (logits[:, b * 16 : (b + 1) * 16].max(-1).values <= bound[:, b] + 1e-4).all()
+
+
+def test_fp8_quantisation_uses_power_of_two_scales_and_keeps_three_mantissa_bits() -> None:
+    x = torch.randn(4, 100, 64) * torch.logspace(-3, 3, 100)[None, :, None]
+    values, scales = quantize_fp8(x)
+    assert values.dtype == torch.float8_e4m3fn
+    assert torch.equal(torch.exp2(torch.log2(scales).round()), scales)
+    back = dequantize_fp8(values, scales)
+    big = x.abs() > x.abs().amax(-1, keepdim=True) / 64  # e4m3's normal range below the row's max
+    assert ((back - x).abs()[big] <= x.abs()[big] / 16 + 1e-12).all()
+
+
+def test_equal_scores_and_non_finite_keys_give_finite_outputs() -> None:
+    q, k, v, scale = inputs(16 + 64 * 6 + 64)
+    flat = torch.ones_like(k)
+    out, _stats = sparse_decode(q, flat, v, scale, SMALL)  # every block scores the same
+    assert torch.isfinite(out).all()
+    k[:, 200] = float("nan")
+    k[:, 300] = float("inf")
+    v[:, 301] = float("-inf")
+    out, _stats = sparse_decode(q, k, v, scale, SMALL)
+    assert torch.isfinite(out).all()
+    nothing = torch.full_like(k, float("nan"))
+    out, _stats = sparse_decode(q, nothing, v, scale, SMALL)  # no valid key at all: zeros, not NaN
+    assert torch.isfinite(out).all()
+
+
+def test_a_budget_larger_than_the_context_is_dense() -> None:
+    q, k, v, scale = inputs(300)
+    out, stats = sparse_decode(q, k, v, scale, SparseConfig(block_size=16, sink_tokens=16, window_tokens=64,
+                                                             budget_tokens=4096))
+    assert stats.dense
+    torch.testing.assert_close(out, dense(q, k, v, scale), rtol=1e-5, atol=1e-5)
