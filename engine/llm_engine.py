@@ -2,7 +2,7 @@
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,10 +19,12 @@ from engine.quantize import add_int8_decode_weights
 from engine.sampling import SamplingParams
 from engine.scheduler import GenerationChunk, GenerationStats, Request, Scheduler
 from engine.sequence import Sequence
+from engine.sparse_attention import SparseConfig
 from engine.text_stream import TextStream
 from engine.tokenizer import Tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+ATTENTION_MODES = ("dense", "sparse", "sparse-fp8")
 
 
 @dataclass
@@ -34,10 +36,13 @@ class EngineOptions:
     prefill_chunk: int = 512  # tokens per prefill step: bounds activation memory
     num_threads: int | None = None  # torch intra-op threads; default: torch's choice
     max_batch: int = 16  # requests decoded together (continuous batching)
+    attention: str = "dense"  # decode attention: dense, sparse (selected blocks, cache dtype), sparse-fp8
+    sparse: SparseConfig = field(default_factory=SparseConfig)  # for the sparse modes
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"
         assert self.prefill_chunk >= 1 and self.max_batch >= 1
+        assert self.attention in ATTENTION_MODES, f"attention must be one of {ATTENTION_MODES}"
 
 
 def build_model(checkpoint: Checkpoint, options: EngineOptions) -> Transformer:
@@ -54,6 +59,9 @@ def build_model(checkpoint: Checkpoint, options: EngineOptions) -> Transformer:
         model.lm_head.weight = model.embed_tokens.weight
     if options.int8_decode:
         add_int8_decode_weights(model)
+    if options.attention != "dense":  # "sparse": every selected block in the cache dtype, none in FP8
+        share = 1.0 if options.attention == "sparse" else options.sparse.high_precision_share
+        model.sparse = replace(options.sparse, high_precision_share=share)
     return model.eval()
 
 

@@ -11,10 +11,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.attention import AttentionMetadata, paged_attention, write_kv
+from engine.attention import (
+    AttentionMetadata,
+    BatchMetadata,
+    gather_keys,
+    gather_values,
+    paged_attention,
+    write_kv,
+)
 from engine.config import ModelConfig
 from engine.kv_cache import KVCache
 from engine.rope import RotaryEmbedding, apply_rotary
+from engine.sparse_attention import SparseConfig, SparseCounter, sparse_decode
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -81,8 +89,10 @@ class LayerStep:
     of a decode step; the modules stay the store of weights and names.
     """
 
-    def __init__(self, layer: DecoderLayer) -> None:
+    def __init__(self, layer: DecoderLayer, sparse: SparseConfig | None = None,
+                 counter: SparseCounter | None = None) -> None:
         attn, mlp = layer.self_attn, layer.mlp
+        self.sparse, self.counter = sparse, counter  # sparse decode for this layer, when set
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         self.input_norm, self.post_norm = ((norm.weight, norm.eps, norm.out_dtype) for norm in norms)
         self.qkv, self.o = as_function(attn.qkv_proj), as_function(attn.o_proj)
@@ -98,10 +108,27 @@ class LayerStep:
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
         v = qkv[:, num_qk:]  # [T, Hkv, D]
         write_kv(k_cache, v_cache, k, v, meta)
-        out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
+        if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
+            out = self._sparse_decode(q, k_cache, v_cache, meta)
+        else:
+            out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
         x.add_(self.o(out.reshape(num_tokens, -1)))
         gate, up = self.gate_up(rms_norm(x, *self.post_norm)).split(self.intermediate_size, -1)
         return x.add_(self.down(F.silu(gate) * up))
+
+
+    def _sparse_decode(self, q, k_cache, v_cache, meta) -> torch.Tensor:
+        """One token per sequence: each sequence's cache read whole, attended sparsely (the torch
+        reference: same results as the kernels, none of their savings)."""
+        metas = meta.metas if isinstance(meta, BatchMetadata) else [meta]
+        outs = []
+        for i, m in enumerate(metas):
+            keys = gather_keys(k_cache, m, m.context_len)
+            values = gather_values(v_cache, m, m.context_len)
+            out, stats = sparse_decode(q[i], keys, values, self.scale, self.sparse)
+            self.counter.add(stats)
+            outs.append(out)
+        return torch.stack(outs)
 
 
 class Transformer(nn.Module):
@@ -118,6 +145,8 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(config, config.max_position)
         self._steps: list[LayerStep] | None = None  # bound by the first forward: transform the model before
+        self.sparse: SparseConfig | None = None  # sparse decode attention; set before the first forward
+        self.sparse_counter = SparseCounter()
 
     @torch.inference_mode()
     def forward(
@@ -128,7 +157,9 @@ class Transformer(nn.Module):
         x = self.embed_tokens(input_ids).float()  # [T, d]: the residual stream stays fp32
         cos, sin = self.rotary(positions)
         if self._steps is None:
-            self._steps = [LayerStep(layer) for layer in self.layers]
+            sparse = self.sparse
+            self._steps = [LayerStep(layer, sparse if sparse and i not in sparse.dense_layers else None,
+                                     self.sparse_counter) for i, layer in enumerate(self.layers)]
         for step, k_cache, v_cache in zip(self._steps, kv.k, kv.v):
             x = step(x, cos, sin, k_cache, v_cache, meta)
         x = x[-1:] if logits_for is None else x[logits_for]

@@ -32,6 +32,7 @@ class SparseConfig:
     budget_tokens: int = 2048  # selected between the sinks and the window
     high_precision_share: float = 0.25  # of the budget attended in the cache dtype; the rest in FP8
     candidates: int = 4  # stage two scores this many times the budget, on FP8 keys
+    dense_layers: tuple[int, ...] = (0,)  # layers whose attention is diffuse (the default model's layer 0)
 
     def __post_init__(self) -> None:
         assert self.sink_tokens % self.block_size == 0 and self.window_tokens % self.block_size == 0
@@ -45,6 +46,32 @@ class SparseStats:
     fp8_tokens: int  # of them, read in FP8
     blocks_scored: int  # by the exact stage
     captured_mass_lower_bound: float  # from the Quest bounds of the skipped blocks, min over heads
+
+    @property
+    def fp8_coverage(self) -> float:
+        return self.fp8_tokens / self.attended_tokens if self.attended_tokens else 0.0
+
+
+@dataclass
+class SparseCounter:
+    """Totals over the sparse decode steps of a model (all layers), for metrics and benchmarks."""
+
+    steps: int = 0  # layer-steps that ran sparse
+    dense_steps: int = 0  # layer-steps whose context was short enough to run dense
+    attended_tokens: int = 0
+    fp8_tokens: int = 0
+    blocks_scored: int = 0
+    captured_mass_lower_bound: float = 1.0  # the lowest seen
+
+    def add(self, stats: SparseStats) -> None:
+        if stats.dense:
+            self.dense_steps += 1
+            return
+        self.steps += 1
+        self.attended_tokens += stats.attended_tokens
+        self.fp8_tokens += stats.fp8_tokens
+        self.blocks_scored += stats.blocks_scored
+        self.captured_mass_lower_bound = min(self.captured_mass_lower_bound, stats.captured_mass_lower_bound)
 
     @property
     def fp8_coverage(self) -> float:

@@ -112,3 +112,20 @@ def test_a_budget_larger_than_the_context_is_dense() -> None:
                                                              budget_tokens=4096))
     assert stats.dense
     torch.testing.assert_close(out, dense(q, k, v, scale), rtol=1e-5, atol=1e-5)
+
+
+def test_the_engine_decodes_sparsely_when_asked(default_model) -> None:
+    """A context longer than sinks + window + budget: decode steps run sparse, in both bands."""
+    from engine import EngineOptions, LLMEngine, SamplingParams
+
+    small = SparseConfig(sink_tokens=64, window_tokens=128, budget_tokens=128, candidates=2)
+    prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    dense_engine = LLMEngine.load(default_model, EngineOptions(dtype="fp32"))
+    sparse_engine = LLMEngine.load(default_model, EngineOptions(dtype="fp32", attention="sparse-fp8", sparse=small))
+    dense_text = "".join(c.text for c in dense_engine.generate(prompt, params))
+    sparse_text = "".join(c.text for c in sparse_engine.generate(prompt, params))
+    counter = sparse_engine.model.sparse_counter
+    assert len(dense_engine.encode(prompt)) > 64 + 128 + 128
+    assert counter.steps > 0 and counter.dense_steps == 0 and 0 < counter.fp8_coverage < 1
+    assert sparse_text[:8] == dense_text[:8]  # the next function's start is in the window: same tokens

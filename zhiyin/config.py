@@ -9,6 +9,7 @@ coder = "~/models/qwen2.5-coder-1.5b-instruct-q8_0.gguf"
 dtype = "bf16"                    # or "fp32"
 threads = 2
 kv_cache_mib = 512
+attention = "dense"               # or "sparse", "sparse-fp8": decode attends the blocks that matter
 [index]
 embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
 [openai]                          # use an OpenAI-compatible server as the model (user config only)
@@ -46,6 +47,7 @@ class EngineSettings:
     kv_cache_mib: int = 512
     int8_decode: bool = True
     max_batch: int = 16
+    attention: str = "dense"  # or "sparse", "sparse-fp8" (engine/sparse_attention.py)
 
 
 @dataclass
@@ -122,7 +124,7 @@ def _merge(config: Config, data: dict, path: Path, *, trusted: bool = True) -> N
     for key, value in engine.items():
         if not hasattr(defaults, key):
             raise ConfigError(path=str(path), detail=f"unknown key 'engine.{key}'")
-        kind = str if key == "dtype" else bool if key == "int8_decode" else int
+        kind = str if key in ("dtype", "attention") else bool if key == "int8_decode" else int
         setattr(config.engine, key, expect(value, kind, f"engine.{key}"))
     for key, value in expect(data.get("index", {}), dict, "index").items():
         if key != "embedder":
@@ -136,5 +138,8 @@ def _merge(config: Config, data: dict, path: Path, *, trusted: bool = True) -> N
             raise ConfigError(path=str(path), detail=f"unknown key 'openai.{key}'")
         kind = int if key in ("timeout_s", "max_retries", "max_context") else str
         setattr(config.openai, key, expect(value, kind, f"openai.{key}"))
+    if config.engine.attention not in ("dense", "sparse", "sparse-fp8"):
+        raise ConfigError(path=str(path), detail=f"engine.attention = {config.engine.attention!r} "
+                                                 "(use dense, sparse or sparse-fp8)")
     if config.engine.dtype not in ("bf16", "fp32"):
         raise ConfigError(path=str(path), detail=f"engine.dtype = {config.engine.dtype!r} (use bf16 or fp32)")

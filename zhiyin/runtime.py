@@ -30,6 +30,7 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
         kv_cache_mib=settings.kv_cache_mib,
         num_threads=threads or settings.threads,
         max_batch=settings.max_batch,
+        attention=settings.attention,
     )
     status = Console(stderr=True).status(_("Loading model {path}…").format(path=path), spinner="dots")
     with status if sys.stderr.isatty() else nullcontext():
