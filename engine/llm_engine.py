@@ -145,6 +145,27 @@ class LLMEngine:
             raise PromptTooLongError(num_tokens=len(prompt_ids), max_tokens=self.max_context)
         return self._generate(prompt_ids, params, cancel)
 
+    def teacher_forced_logits(self, token_ids: list[int], first: int) -> torch.Tensor:
+        """The next-token logits [len - first, V] at positions first-1 … len-2: the prompt up to
+        `first` prefilled, then each later token fed one decode step at a time (the path sparse
+        attention takes), as evaluation does. Not for use beside live requests."""
+        seq = Sequence(list(token_ids[:first]))
+        seq.reserve(self.blocks, len(token_ids))
+        try:
+            rows = [self._prefill_all(seq)]
+            for token in token_ids[first:-1]:
+                seq.token_ids.append(token)
+                rows.append(self._step(seq, len(seq) - 1, len(seq)))
+            return torch.stack(rows)
+        finally:
+            seq.free(self.blocks)
+
+    def _prefill_all(self, seq: Sequence) -> torch.Tensor:
+        logits = None
+        for start in range(0, len(seq), self.options.prefill_chunk):
+            logits = self._step(seq, start, min(start + self.options.prefill_chunk, len(seq)))
+        return logits
+
     def _generate(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event | None) -> Iterator[GenerationChunk]:
         request = self._request(prompt_ids, params, cancel)
         self.scheduler.submit(request)

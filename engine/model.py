@@ -90,9 +90,9 @@ class LayerStep:
     """
 
     def __init__(self, layer: DecoderLayer, sparse: SparseConfig | None = None,
-                 counter: SparseCounter | None = None) -> None:
+                 counter: SparseCounter | None = None, index: int = -1) -> None:
         attn, mlp = layer.self_attn, layer.mlp
-        self.sparse, self.counter = sparse, counter  # sparse decode for this layer, when set
+        self.sparse, self.counter, self.index = sparse, counter, index  # sparse decode for this layer, when set
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         self.input_norm, self.post_norm = ((norm.weight, norm.eps, norm.out_dtype) for norm in norms)
         self.qkv, self.o = as_function(attn.qkv_proj), as_function(attn.o_proj)
@@ -126,7 +126,7 @@ class LayerStep:
             keys = gather_keys(k_cache, m, m.context_len)
             values = gather_values(v_cache, m, m.context_len)
             out, stats = sparse_decode(q[i], keys, values, self.scale, self.sparse)
-            self.counter.add(stats)
+            self.counter.add(stats, self.index)
             outs.append(out)
         return torch.stack(outs)
 
@@ -159,7 +159,7 @@ class Transformer(nn.Module):
         if self._steps is None:
             sparse = self.sparse
             self._steps = [LayerStep(layer, sparse if sparse and i not in sparse.dense_layers else None,
-                                     self.sparse_counter) for i, layer in enumerate(self.layers)]
+                                     self.sparse_counter, i) for i, layer in enumerate(self.layers)]
         for step, k_cache, v_cache in zip(self._steps, kv.k, kv.v):
             x = step(x, cos, sin, k_cache, v_cache, meta)
         x = x[-1:] if logits_for is None else x[logits_for]

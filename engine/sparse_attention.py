@@ -16,7 +16,7 @@ say what was attended: the Quest bound gives a lower bound of the attention mass
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,7 @@ class SparseConfig:
     high_precision_share: float = 0.25  # of the budget attended in the cache dtype; the rest in FP8
     candidates: int = 4  # stage two scores this many times the budget, on FP8 keys
     dense_layers: tuple[int, ...] = (0,)  # layers whose attention is diffuse (the default model's layer 0)
+    probe: bool = False  # also compute the exact attention mass captured, and an oracle's (benchmarks)
 
     def __post_init__(self) -> None:
         assert self.sink_tokens % self.block_size == 0 and self.window_tokens % self.block_size == 0
@@ -46,6 +47,7 @@ class SparseStats:
     fp8_tokens: int  # of them, read in FP8
     blocks_scored: int  # by the exact stage
     captured_mass_lower_bound: float  # from the Quest bounds of the skipped blocks, min over heads
+    probe: dict[str, float] | None = None  # with SparseConfig.probe: exact masses, mean over query heads
 
     @property
     def fp8_coverage(self) -> float:
@@ -62,11 +64,14 @@ class SparseCounter:
     fp8_tokens: int = 0
     blocks_scored: int = 0
     captured_mass_lower_bound: float = 1.0  # the lowest seen
+    probes: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # layer -> per step
 
-    def add(self, stats: SparseStats) -> None:
+    def add(self, stats: SparseStats, layer: int = -1) -> None:
         if stats.dense:
             self.dense_steps += 1
             return
+        if stats.probe is not None:
+            self.probes.setdefault(layer, []).append(stats.probe)
         self.steps += 1
         self.attended_tokens += stats.attended_tokens
         self.fp8_tokens += stats.fp8_tokens
@@ -176,7 +181,28 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
     captured = float((1 / (1 + skipped_mass)).min())
     stats = SparseStats(False, attended // num_kv_heads, fp8_tokens // num_kv_heads,
                         int(candidates.numel() // num_kv_heads), captured)
+    if config.probe:
+        stats.probe = _probe(qg, keys, finite, scale, bs, sink_blocks, window_start, middle, chosen)
     return out.to(q.dtype), stats
+
+
+def _probe(qg, keys, finite, scale, bs, sink_blocks, window_start, middle, chosen) -> dict[str, float]:
+    """Exact attention masses (mean over query heads): of the sinks and window, of what was
+    selected with them, and of an oracle that selects the same number of blocks by their true mass."""
+    logits = torch.einsum("hgd,htd->hgt", qg.float(), keys.float()) * scale
+    probs = torch.softmax(logits.masked_fill(~finite[:, None, :], -torch.inf), -1).nan_to_num(0.0)
+    length = keys.shape[1]
+    blocks = -(-length // bs)
+    block_mass = torch.zeros(*probs.shape[:2], blocks * bs)
+    block_mass[..., :length] = probs
+    block_mass = block_mass.view(*probs.shape[:2], blocks, bs).sum(-1)  # [Hkv, G, blocks]
+    fixed = block_mass[..., :sink_blocks].sum(-1) + block_mass[..., window_start:].sum(-1)
+    middle_mass = block_mass[:, :, middle]  # [Hkv, G, M]
+    picked = chosen[:, None, :].expand(-1, middle_mass.shape[1], -1)
+    selected = middle_mass.gather(-1, picked).sum(-1)
+    oracle = middle_mass.topk(chosen.shape[1], dim=-1).values.sum(-1)
+    return {"fixed": float(fixed.mean()), "captured": float((fixed + selected).mean()),
+            "oracle": float((fixed + oracle).mean())}
 
 
 def _tokens_of(blocks: torch.Tensor, block_size: int, length: int) -> torch.Tensor:

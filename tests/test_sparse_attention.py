@@ -129,3 +129,12 @@ def test_the_engine_decodes_sparsely_when_asked(default_model) -> None:
     assert len(dense_engine.encode(prompt)) > 64 + 128 + 128
     assert counter.steps > 0 and counter.dense_steps == 0 and 0 < counter.fp8_coverage < 1
     assert sparse_text[:8] == dense_text[:8]  # the next function's start is in the window: same tokens
+
+
+def test_the_probe_measures_exact_masses_and_the_oracle_bounds_the_selection() -> None:
+    q, k, v, scale = inputs(16 + 64 * 8 + 64)
+    probing = SparseConfig(block_size=16, sink_tokens=16, window_tokens=64, budget_tokens=64, candidates=2, probe=True)
+    _out, stats = sparse_decode(q, k, v, scale, probing)
+    p = stats.probe
+    assert 0 < p["fixed"] <= p["captured"] <= p["oracle"] + 1e-6 <= 1 + 1e-6
+    assert stats.captured_mass_lower_bound <= p["captured"] + 1e-6  # the bound is a lower bound
