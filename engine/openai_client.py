@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import openai
 
@@ -66,14 +67,8 @@ class OpenAIModel:
 
     def _check(self, model: str | None) -> dict:
         """The served model's entry from /v1/models; raises a clear error when something is off."""
-        try:
+        with self._errors():
             served = [m.model_dump() for m in self._client.models.list().data]
-        except openai.AuthenticationError as e:
-            raise ServerAuthError(url=self.base_url) from e
-        except openai.APIConnectionError as e:
-            raise ServerUnreachableError(url=self.base_url, detail=_cause(e)) from e
-        except openai.APIError as e:
-            raise ServerError(detail=str(e)) from e
         names = [m["id"] for m in served]
         if model is None and served:
             return served[0]
@@ -132,7 +127,7 @@ class OpenAIModel:
         stop = [*params.stop][:MAX_STOP_STRINGS]
         if stop:
             common["stop"] = stop
-        try:
+        with self._errors():
             if prompt.messages is not None:
                 return self._client.chat.completions.create(messages=prompt.messages, **common)
             if prompt.suffix and self._suffix_ok:
@@ -141,6 +136,12 @@ class OpenAIModel:
                 except openai.BadRequestError:
                     self._suffix_ok = False  # this server has no FIM: the prefix alone from now on
             return self._client.completions.create(prompt=prompt.prefix or "", **common)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The client's exceptions as the user's errors, each saying what to check."""
+        try:
+            yield
         except openai.AuthenticationError as e:
             raise ServerAuthError(url=self.base_url) from e
         except openai.APIConnectionError as e:

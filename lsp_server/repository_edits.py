@@ -10,7 +10,6 @@ against its text of this moment; if any fails, nothing is sent and each failure 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,10 @@ from lsp_server.positions import position_at
 from zhiyin.edit_planner import model_plan, plan_edits
 from zhiyin.edits import CheckedEdit, EditPlan, check_plan
 from zhiyin.i18n import N_, _
-from zhiyin.memory import record_accepted_edit
 
 if TYPE_CHECKING:
     from lsp_server.server import ZhiyinServer
 
-log = logging.getLogger(__name__)
 
 INDEX_WAIT_S = 300.0  # an edit asked for while the first index runs waits for it
 ENGINE_WAIT_S = 120.0
@@ -92,7 +89,7 @@ class RepositoryEdits:
         if not result.applied:
             return self._report(EditOutcome(False, files, problems, _(MSG_DECLINED).format(
                 reason=result.failure_reason or "-")))
-        await asyncio.get_running_loop().run_in_executor(None, self._remember, plan.instruction, files)
+        await asyncio.get_running_loop().run_in_executor(None, self.server.backends.record_accepted_edit, plan.instruction, files)
         return self._report(EditOutcome(True, files, problems, _(MSG_APPLIED).format(count=len(checked))))
 
     async def edit(self, instruction: str, paths: list[str] | None = None) -> EditOutcome:
@@ -127,14 +124,6 @@ class RepositoryEdits:
                 return plan_edits(instruction, root, index, engine, self.read_text, on_file)
             except _Unavailable as e:
                 return EditPlan(instruction, problems={".": str(e)})
-
-    def _remember(self, instruction: str, files: list[str]) -> None:
-        memory = self.server.backends.memory()
-        if memory is not None:
-            try:
-                record_accepted_edit(memory, instruction, files)
-            except Exception:  # the edit landed; a memory that could not be kept must not say otherwise
-                log.exception("recording the accepted edit")
 
     def read_text(self, path: Path) -> str:
         """The editor's copy when the file is open (unsaved changes count), else the disk's, exactly

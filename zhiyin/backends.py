@@ -22,7 +22,12 @@ from engine.prompt import TextModel
 from indexer.index import Index
 from zhiyin.config import load_config
 from zhiyin.i18n import N_, _, translate_error
-from zhiyin.memory import MSG_MOVED_ASIDE, RepositoryMemory, open_memory
+from zhiyin.memory import (
+    MSG_MOVED_ASIDE,
+    RepositoryMemory,
+    open_memory,
+    record_accepted_edit,
+)
 from zhiyin.runtime import INDEX_PHASES, open_engine, open_index
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,15 @@ class Backends:
                     self._memory_failed = True
                     self._show_error(_(MSG_MEMORY_FAILED).format(error=translate_error(e)))
             return self._memory
+
+    def record_accepted_edit(self, instruction: str, files: list[str]) -> None:
+        """Keeps an applied edit in the project memory, if there is one; never fails the edit."""
+        memory = self.memory()
+        if memory is not None:
+            try:
+                record_accepted_edit(memory, instruction, files)
+            except Exception:  # the edit landed; a memory that could not be kept must not say otherwise
+                log.exception("recording the accepted edit")
 
     @property
     def index_ready(self) -> bool:

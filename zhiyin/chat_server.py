@@ -44,7 +44,7 @@ from zhiyin.conversations import ConversationStore, Message
 from zhiyin.edit_planner import plan_edits
 from zhiyin.edits import CheckedEdit, EditPlan, check_plan, write_edits
 from zhiyin.i18n import N_, _, normalize_locale, translate_error, use_locale
-from zhiyin.memory import draft_from_chat, record_accepted_edit, remember
+from zhiyin.memory import draft_from_chat, remember
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ class ChatServer:
             await asyncio.to_thread(write_edits, checked)
             reply = {"applied": True, "via": "disk", "message": _(MSG_APPLIED).format(count=len(checked))}
         if reply["applied"]:
-            await asyncio.to_thread(self._remember_edit, plan.instruction, files)
+            await asyncio.to_thread(self.backends.record_accepted_edit, plan.instruction, files)
             self.backends.update_files([c.path for c in checked])
         await client.send({"type": "applied", "plan": plan_id, "files": files, **reply})
 
@@ -403,14 +403,6 @@ class ChatServer:
         if client.plans.pop(plan_id, None) is None:
             raise _Refused("not_found", _(MSG_NO_PLAN))
         await client.send({"type": "rejected", "plan": plan_id})
-
-    def _remember_edit(self, instruction: str, files: list[str]) -> None:
-        memory = self.backends.memory()
-        if memory is not None:
-            try:
-                record_accepted_edit(memory, instruction, files)
-            except Exception:  # the edit landed; a memory that could not be kept must not say otherwise
-                log.exception("recording the accepted edit")
 
     def _read_text(self, path: Path) -> str:
         if self.editor is not None:
