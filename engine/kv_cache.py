@@ -10,6 +10,7 @@ A run of consecutive blocks is still a plain view for prefill's values; its keys
 import torch
 
 from engine.config import ModelConfig
+from engine.sparse_paged import SparsePools
 
 BLOCK_SIZE = 64
 
@@ -22,6 +23,13 @@ class KVCache:
         # Pages are touched only when blocks are used.
         self.k = torch.empty(num_layers, num_kv_heads, num_blocks, head_dim, block_size, dtype=dtype)
         self.v = torch.empty(num_layers, num_kv_heads, num_blocks * block_size, head_dim, dtype=dtype)
+        self.sparse_pools: list[SparsePools | None] | None = None  # per layer, for sparse decode
+
+    def enable_sparse(self, layers: set[int]) -> None:
+        """Keeps block bounds and FP8 copies for `layers` (the ones that decode sparsely)."""
+        _, num_kv_heads, num_blocks, head_dim, block_size = self.k.shape
+        self.sparse_pools = [SparsePools(num_kv_heads, num_blocks, head_dim, block_size) if i in layers else None
+                             for i in range(self.k.shape[0])]
 
     @staticmethod
     def bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:

@@ -73,6 +73,8 @@ class LLMEngine:
         kv_dtype = DTYPES[options.dtype]
         num_blocks = KVCache.num_blocks_for(self.config, kv_dtype, options.kv_cache_mib << 20, self.max_context)
         self.kv = KVCache(self.config, num_blocks, kv_dtype)
+        if model.sparse is not None:
+            self.kv.enable_sparse(set(range(self.config.num_layers)) - set(model.sparse.dense_layers))
         self.blocks = BlockManager(num_blocks, self.kv.block_size)
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
                                    prefill_chunk=options.prefill_chunk, max_batch=options.max_batch)

@@ -23,6 +23,7 @@ from engine.config import ModelConfig
 from engine.kv_cache import KVCache
 from engine.rope import RotaryEmbedding, apply_rotary
 from engine.sparse_attention import SparseConfig, SparseCounter, sparse_decode
+from engine.sparse_paged import SparsePools, sparse_paged_decode
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -100,7 +101,8 @@ class LayerStep:
         self.num_heads, self.num_kv_heads, self.head_dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
         self.scale, self.intermediate_size = attn.scale, mlp.intermediate_size
 
-    def __call__(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
+    def __call__(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata, pools: SparsePools | None = None,
+                 ) -> torch.Tensor:
         """x: the fp32 residual stream [T, d], updated in place and returned."""
         num_tokens, num_qk = x.shape[0], self.num_heads + self.num_kv_heads
         qkv = self.qkv(rms_norm(x, *self.input_norm)).view(num_tokens, -1, self.head_dim)  # [T, H + 2 Hkv, D]
@@ -108,8 +110,10 @@ class LayerStep:
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
         v = qkv[:, num_qk:]  # [T, Hkv, D]
         write_kv(k_cache, v_cache, k, v, meta)
+        if pools is not None:
+            pools.write(k, v, meta)
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
-            out = self._sparse_decode(q, k_cache, v_cache, meta)
+            out = self._sparse_decode(q, k_cache, v_cache, meta, pools)
         else:
             out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
         x.add_(self.o(out.reshape(num_tokens, -1)))
@@ -117,15 +121,23 @@ class LayerStep:
         return x.add_(self.down(F.silu(gate) * up))
 
 
-    def _sparse_decode(self, q, k_cache, v_cache, meta) -> torch.Tensor:
-        """One token per sequence: each sequence's cache read whole, attended sparsely (the torch
-        reference: same results as the kernels, none of their savings)."""
+    def _sparse_decode(self, q, k_cache, v_cache, meta, pools: SparsePools | None) -> torch.Tensor:
+        """One token per sequence. With the layer's pools, reads only what it selects (dense when
+        the context is short); without them, or when probing, the reference reads the whole cache."""
         metas = meta.metas if isinstance(meta, BatchMetadata) else [meta]
         outs = []
         for i, m in enumerate(metas):
-            keys = gather_keys(k_cache, m, m.context_len)
-            values = gather_values(v_cache, m, m.context_len)
-            out, stats = sparse_decode(q[i], keys, values, self.scale, self.sparse)
+            if pools is not None and not self.sparse.probe:
+                done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse)
+                if done is None:
+                    outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
+                    self.counter.dense_steps += 1
+                    continue
+                out, stats = done
+            else:
+                keys = gather_keys(k_cache, m, m.context_len)
+                values = gather_values(v_cache, m, m.context_len)
+                out, stats = sparse_decode(q[i], keys, values, self.scale, self.sparse)
             self.counter.add(stats, self.index)
             outs.append(out)
         return torch.stack(outs)
@@ -160,8 +172,9 @@ class Transformer(nn.Module):
             sparse = self.sparse
             self._steps = [LayerStep(layer, sparse if sparse and i not in sparse.dense_layers else None,
                                      self.sparse_counter, i) for i, layer in enumerate(self.layers)]
-        for step, k_cache, v_cache in zip(self._steps, kv.k, kv.v):
-            x = step(x, cos, sin, k_cache, v_cache, meta)
+        pools = kv.sparse_pools or [None] * len(self._steps)
+        for step, k_cache, v_cache, layer_pools in zip(self._steps, kv.k, kv.v, pools):
+            x = step(x, cos, sin, k_cache, v_cache, meta, layer_pools)
         x = x[-1:] if logits_for is None else x[logits_for]
         return self.lm_head(self.norm(x)).float()
 
