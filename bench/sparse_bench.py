@@ -74,10 +74,39 @@ def run(model: Path, ids: list[int], first: int, config: SparseConfig | None) ->
     return logits, {"seconds": round(time.perf_counter() - started, 1), "counter": engine.model.sparse_counter}
 
 
+def decode_cost(model: Path, ids: list[int], config: SparseConfig | None, tokens: int) -> dict:
+    """Decode time per token after the whole of `ids` (prefilled), and the KV bytes a step reads."""
+    from engine import SamplingParams
+
+    options = EngineOptions(dtype="bf16", max_context=len(ids) + tokens + 16, kv_cache_mib=1024)
+    if config is not None:
+        options = replace(options, attention="sparse-fp8", sparse=replace(config, probe=False))
+    engine = LLMEngine.load(model, options)
+    chunks = list(engine.generate(ids, SamplingParams(max_tokens=tokens, ignore_eos=True)))
+    stats = chunks[-1].stats
+    cfg, layers = engine.config, engine.config.num_layers
+    per_token = cfg.num_kv_heads * cfg.head_dim  # elements of K (or V) per token per layer
+    dense_bytes = layers * len(ids) * per_token * 2 * 2  # K and V, bf16
+    out = {"context": len(ids), "ms_per_token": round(1000 * stats.decode_s / max(1, stats.num_generated - 1), 2),
+           "kv_bytes_per_token_dense": dense_bytes}
+    counter = engine.model.sparse_counter
+    if config is not None and counter.steps:
+        steps, sparse_layers = counter.steps, layers - len(config.dense_layers)
+        attended, fp8 = counter.attended_tokens / steps, counter.fp8_tokens / steps
+        middle_blocks = max(0, (len(ids) - config.sink_tokens - config.window_tokens) // config.block_size)
+        per_layer = (middle_blocks * per_token * 4 * 2  # fp32 min and max bounds
+                     + counter.blocks_scored / steps * config.block_size * per_token  # candidates' FP8 keys
+                     + (attended - fp8) * per_token * 2 * 2 + fp8 * per_token * 2)  # bf16 and FP8 K, V
+        out["kv_bytes_per_token"] = int(sparse_layers * per_layer + len(config.dense_layers) * len(ids) * per_token * 4)
+        out["fp8_coverage"] = round(counter.fp8_coverage, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--context", type=int, default=8192)
     parser.add_argument("--positions", type=int, default=512)
+    parser.add_argument("--cost-tokens", type=int, default=24, help="decode steps timed per context length")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = default_model_path()
@@ -119,6 +148,11 @@ def main() -> None:
             row["median_oracle_recovered"] = round(statistics.median(v["oracle_recovered"] for v in layers.values()), 4)
         results[name] = row
         log(f"  {json.dumps({k: v for k, v in row.items() if k != 'layers'})}")
+    cost = {}
+    for length in (2048, len(ids)):
+        for name, config in (("dense", None), ("sparse-fp8", CONFIGS["sparse-fp8 w2048+2048"])):
+            cost[f"{name}@{length}"] = decode_cost(model, ids[:length], config, args.cost_tokens)
+            log(f"cost {name}@{length}: {cost[f'{name}@{length}']}")
     default = results["sparse-fp8 w2048+2048"]
     small = results["sparse-fp8 w1024+1024"]
     targets_ = {"min_median_captured": [">=", 0.95], "recovered_2048": [">=", 0.88], "recovered_1024": [">=", 0.75],
@@ -130,7 +164,7 @@ def main() -> None:
     result = {"bench": "sparse", "machine": machine(),
               "config": {"context": len(ids), "positions": args.positions, "files": len(files),
                          "corpus": "python stdlib (this interpreter)"},
-              "figures": figures, "baselines": {"dense": results["dense"]}, "results": results,
+              "figures": figures, "baselines": {"dense": results["dense"]}, "results": results, "cost": cost,
               "targets": targets_, "met": met}
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
