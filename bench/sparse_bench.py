@@ -149,7 +149,7 @@ def main() -> None:
         results[name] = row
         log(f"  {json.dumps({k: v for k, v in row.items() if k != 'layers'})}")
     cost = {}
-    for length in (2048, len(ids)):
+    for length in (2048, len(ids) - args.cost_tokens - 8):  # the model's window holds prompt and answer
         for name, config in (("dense", None), ("sparse-fp8", CONFIGS["sparse-fp8 w2048+2048"])):
             cost[f"{name}@{length}"] = decode_cost(model, ids[:length], config, args.cost_tokens)
             log(f"cost {name}@{length}: {cost[f'{name}@{length}']}")
