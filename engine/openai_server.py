@@ -163,15 +163,17 @@ def _sampling(body: dict, default_max: int | None, stops: list[str], stop_ids: l
         max_tokens = engine.max_context - prompt_len
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
-    try:
-        return SamplingParams(
-            max_tokens=_int(max_tokens, "max_tokens", 0), temperature=_number(body.get("temperature", 1.0), "temperature"),
-            top_p=_number(body.get("top_p", 1.0), "top_p"), top_k=_int(body.get("top_k", 0), "top_k", 0),
-            repetition_penalty=_number(body.get("repetition_penalty", 1.0), "repetition_penalty"),
-            stop=[*map(str, stop), *stops], stop_token_ids=stop_ids,
-            seed=None if body.get("seed") is None else _int(body["seed"], "seed", None))
-    except AssertionError:
-        raise BadRequest("A sampling parameter is out of range (temperature ≥ 0, 0 < top_p ≤ 1).") from None
+    temperature = _number(body.get("temperature", 1.0), "temperature")
+    top_p = _number(body.get("top_p", 1.0), "top_p")
+    penalty = _number(body.get("repetition_penalty", 1.0), "repetition_penalty")
+    if temperature < 0 or not 0 < top_p <= 1 or penalty <= 0:  # checked here: SamplingParams only asserts
+        raise BadRequest("A sampling parameter is out of range (temperature ≥ 0, 0 < top_p ≤ 1, "
+                         "repetition_penalty > 0).")
+    return SamplingParams(
+        max_tokens=_int(max_tokens, "max_tokens", 0), temperature=temperature, top_p=top_p,
+        top_k=_int(body.get("top_k", 0), "top_k", 0), repetition_penalty=penalty,
+        stop=[*map(str, stop), *stops], stop_token_ids=stop_ids,
+        seed=None if body.get("seed") is None else _int(body["seed"], "seed", None))
 
 
 def _completion_request(engine: LLMEngine, body: dict) -> tuple[list[int], SamplingParams]:

@@ -114,6 +114,22 @@ def quest_bound(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scale: 
     return bound.sum(1)
 
 
+def scored_bounds(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scale: float) -> torch.Tensor:
+    """`quest_bound`, with blocks that hold no finite key scored -inf (never selected)."""
+    bound = torch.where(torch.isfinite(kmin).all(-1), quest_bound(q, kmin, kmax, scale), -torch.inf)
+    return torch.nan_to_num(bound, nan=-torch.inf)
+
+
+def captured_lower_bound(bound: torch.Tensor, chosen: torch.Tensor, lse: torch.Tensor, group: int,
+                         block_size: int) -> float:
+    """A lower bound of the attention mass captured, min over heads: each skipped block holds at
+    most block_size * exp(bound - lse) (bounds are group sums: divided by the group for a head)."""
+    skipped = torch.ones_like(bound, dtype=torch.bool).scatter_(-1, chosen, False)
+    skipped_bound = torch.where(skipped, bound / group, -torch.inf)
+    skipped_mass = (block_size * torch.exp(skipped_bound[:, None, :] - lse[..., None])).sum(-1)  # [Hkv, G]
+    return float((1 / (1 + skipped_mass)).min())
+
+
 def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
                   config: SparseConfig = SparseConfig()) -> tuple[torch.Tensor, SparseStats]:
     """q [H, D]; keys, values [Hkv, T, D] (the sequence's cache, in order). Returns [H, D] and stats."""
@@ -137,9 +153,7 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
     budget_blocks = min(config.budget_tokens // bs, middle.numel())
 
     kmin, kmax = block_bounds(torch.where(finite[..., None], keys.float(), torch.nan), bs)
-    any_valid = torch.isfinite(kmin).all(-1)  # blocks with at least one finite key
-    bound = torch.where(any_valid, quest_bound(qg, kmin, kmax, scale), -torch.inf)[:, middle]  # [Hkv, M]
-    bound = torch.nan_to_num(bound, nan=-torch.inf)
+    bound = scored_bounds(qg, kmin, kmax, scale)[:, middle]  # [Hkv, M]
     num_candidates = min(middle.numel(), budget_blocks * config.candidates)
     candidates = bound.topk(num_candidates, dim=-1).indices  # [Hkv, C] into middle
 
@@ -171,14 +185,7 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
         fp8_tokens += lo_tokens.numel()
     out = torch.cat(outputs).reshape(num_heads, dim)
 
-    # skipped blocks' mass is at most block_size * exp(bound - lse) each (bounds are group sums:
-    # divide by the group size for a per-head average bound)
-    lse = torch.stack(lses).squeeze(1)  # [Hkv, G]
-    skipped = torch.ones_like(bound, dtype=torch.bool)
-    skipped.scatter_(-1, chosen, False)
-    skipped_bound = torch.where(skipped, bound / group, -torch.inf)
-    skipped_mass = (bs * torch.exp(skipped_bound[:, None, :] - lse[..., None])).sum(-1)  # [Hkv, G]
-    captured = float((1 / (1 + skipped_mass)).min())
+    captured = captured_lower_bound(bound, chosen, torch.stack(lses).squeeze(1), group, bs)
     stats = SparseStats(False, attended // num_kv_heads, fp8_tokens // num_kv_heads,
                         int(candidates.numel() // num_kv_heads), captured)
     if config.probe:

@@ -20,7 +20,9 @@ from engine.sparse_attention import (
     SparseStats,
     _attend,
     _merge,
+    captured_lower_bound,
     quantize_fp8,
+    scored_bounds,
 )
 
 
@@ -71,10 +73,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     middle = torch.arange(sink_blocks, window_first)  # the logical blocks the scorer chooses among
     budget = min(config.budget_tokens // bs, middle.numel())
 
-    kmin, kmax = pools.k_min[:, table[middle]], pools.k_max[:, table[middle]]  # [Hkv, M, D]
-    qs = qg[:, :, None, :] * scale
-    bound = torch.maximum(qs * kmin[:, None], qs * kmax[:, None]).sum(-1).sum(1)  # [Hkv, M]
-    bound = torch.nan_to_num(torch.where(torch.isfinite(kmin).all(-1), bound, -torch.inf), nan=-torch.inf)
+    bound = scored_bounds(qg, pools.k_min[:, table[middle]], pools.k_max[:, table[middle]], scale)  # [Hkv, M]
     num_candidates = min(middle.numel(), budget * config.candidates)
     candidates = bound.topk(num_candidates, dim=-1).indices  # [Hkv, C] into middle
     exact = _candidate_lse(qg, pools, table[middle[candidates]], bs, scale)
@@ -100,12 +99,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         lses.append(lse)
         attended += hi_slots.numel() + lo_slots.numel()
         fp8_tokens += lo_slots.numel()
-    skipped = torch.ones_like(bound, dtype=torch.bool).scatter_(-1, chosen, False)
-    skipped_bound = torch.where(skipped, bound / group, -torch.inf)
-    lse = torch.cat(lses)  # [Hkv, G]
-    skipped_mass = (bs * torch.exp(skipped_bound[:, None, :] - lse[..., None])).sum(-1)
     stats = SparseStats(False, attended // num_kv_heads, fp8_tokens // num_kv_heads, num_candidates,
-                        float((1 / (1 + skipped_mass)).min()))
+                        captured_lower_bound(bound, chosen, torch.cat(lses), group, bs))
     return torch.cat(outs).reshape(num_heads, dim).to(q.dtype), stats
 
 

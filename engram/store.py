@@ -113,7 +113,7 @@ class MemoryStore:
                     conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("not a Zhiyin memory file of this version")
         except sqlite3.DatabaseError:
-            moved_aside = _move_aside(path)
+            moved_aside = move_aside(path)
             conn = _connect(path)
             _create_schema(conn)
         return cls(conn, path, embedder, moved_aside)
@@ -571,7 +571,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def _move_aside(path: Path) -> Path:
+def move_aside(path: Path) -> Path:
     """Keeps a damaged file (and its WAL) under a new name; returns it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = path.with_name(f"{path.stem}.damaged-{stamp}{path.suffix}")

@@ -22,7 +22,7 @@ from pygls.uris import from_fs_path
 from engine.prompt import TextModel
 from lsp_server.positions import position_at
 from zhiyin.edit_planner import model_plan, plan_edits
-from zhiyin.edits import CheckedEdit, EditPlan, check_plan
+from zhiyin.edits import CheckedEdit, EditPlan, check_plan, disk_text
 from zhiyin.i18n import N_, _
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class RepositoryEdits:
         document = self.server.workspace.text_documents.get(from_fs_path(str(path)))
         if document is not None:
             return document.source
-        return path.read_bytes().decode("utf-8")
+        return disk_text(path)
 
     def workspace_edit(self, checked: list[CheckedEdit], instruction: str) -> types.WorkspaceEdit:
         capabilities = self.server.client_capabilities

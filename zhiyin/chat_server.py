@@ -38,13 +38,15 @@ from websockets.http11 import Request, Response
 from engine.errors import EngineError
 from zhiyin import chat_page
 from zhiyin.backends import Backends
+from zhiyin.chat import MAX_TOKENS as CHAT_MAX_TOKENS
 from zhiyin.chat import Attachment, chat_turn
 from zhiyin.chat_context import AttachRequest, attach_file, gather
 from zhiyin.conversations import ConversationStore, Message
 from zhiyin.edit_planner import plan_edits
-from zhiyin.edits import CheckedEdit, EditPlan, check_plan, write_edits
+from zhiyin.edits import CheckedEdit, EditPlan, check_plan, disk_text, write_edits
 from zhiyin.i18n import N_, _, normalize_locale, translate_error, use_locale
 from zhiyin.memory import draft_from_chat, remember
+from zhiyin.runtime import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,7 @@ class ChatServer:
         return origin in own or origin in self.allowed_origins or origin.startswith(WEBVIEW_ORIGIN_PREFIXES)
 
     def _host_allowed(self, host: str | None) -> bool:
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback(self.host):
             return True  # bound elsewhere on purpose: the token guards the socket
         return host is not None and host.rsplit(":", 1)[0] in LOOPBACK_HOSTS
 
@@ -243,7 +245,7 @@ class ChatServer:
         if turn_id in client.turns or len(client.turns) >= MAX_TURNS_PER_CLIENT:
             raise _Refused("busy", _(MSG_BUSY))
         request = _attach_request(message)
-        max_tokens = _field(message, "maxTokens", int, default=512)
+        max_tokens = _field(message, "maxTokens", int, default=CHAT_MAX_TOKENS)
         conversation = message.get("conversation")
         cancel = threading.Event()
         client.turns[turn_id] = cancel
@@ -407,7 +409,7 @@ class ChatServer:
     def _read_text(self, path: Path) -> str:
         if self.editor is not None:
             return self.editor.read_text(path)
-        return path.read_bytes().decode("utf-8")
+        return disk_text(path)
 
     # --- memory, conversations, status ------------------------------------------------------------
 

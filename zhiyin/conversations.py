@@ -17,6 +17,7 @@ from pathlib import Path
 import platformdirs
 
 from engram.redaction import redact
+from engram.store import move_aside
 
 SCHEMA_VERSION = 1
 TITLE_CHARS = 60
@@ -70,10 +71,7 @@ class ConversationStore:
         try:
             self._conn = self._open()
         except sqlite3.DatabaseError:
-            self.moved_aside = self.path.with_name(f"{self.path.stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}.db")
-            for suffix in ("", "-wal", "-shm"):
-                if Path(f"{self.path}{suffix}").exists():
-                    Path(f"{self.path}{suffix}").replace(Path(f"{self.moved_aside}{suffix}"))
+            self.moved_aside = move_aside(self.path)
             self._conn = self._open()
 
     def _open(self) -> sqlite3.Connection:

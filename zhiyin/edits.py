@@ -97,6 +97,11 @@ class CheckedEdit:
                                             f"a/{self.edit.path}", f"b/{self.edit.path}", n=context))
 
 
+def disk_text(path: Path) -> str:
+    """A file's text exactly as stored (line endings kept: a plan's offsets index into it)."""
+    return path.read_bytes().decode("utf-8")
+
+
 def workspace_path(root: Path, relative: str) -> Path | None:
     """The file `relative` names inside `root`, links resolved; None when it lies outside."""
     if not relative or PurePosixPath(relative).is_absolute() or Path(relative).is_absolute():

@@ -1,5 +1,6 @@
 """Opening what the commands and servers work with: the inference engine, the repository index."""
 
+import ipaddress
 import os
 import sys
 from contextlib import nullcontext
@@ -48,6 +49,14 @@ def open_remote(settings: OpenAISettings) -> TextModel:
 
 # What `Index.update` reports it is doing, as a user reads it (progress bars, LSP work-done progress).
 INDEX_PHASES = {"scan": N_("Scanning files"), "parse": N_("Parsing"), "embed": N_("Embedding")}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` keeps a server to this machine."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def repository_root(start: str | Path | None) -> Path:

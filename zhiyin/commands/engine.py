@@ -10,8 +10,6 @@ import os
 from engine.errors import N_, EngineError
 from zhiyin.i18n import _
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 
 class MissingApiKeyError(EngineError):
     message = N_("Listening on {host} needs an API key: set one in an environment variable and name it with "
@@ -55,14 +53,14 @@ def run_engine(args: argparse.Namespace) -> int:
 
     from engine.openai_server import create_app
     from zhiyin.config import load_config
-    from zhiyin.runtime import open_engine
+    from zhiyin.runtime import is_loopback, open_engine
 
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env) or None
         if api_key is None:
             raise EmptyApiKeyError(name=args.api_key_env)
-    elif args.host not in LOOPBACK:
+    elif not is_loopback(args.host):
         raise MissingApiKeyError(host=args.host)
     config = load_config(None)
     config.engine.max_batch = args.max_batch

@@ -15,10 +15,9 @@ from rich.console import Console
 
 from engine.errors import N_, EngineError
 from zhiyin.i18n import _
-from zhiyin.runtime import repository_root
+from zhiyin.runtime import is_loopback, repository_root
 
 DEFAULT_PORT = 8731
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class PortInUseError(EngineError):
@@ -66,7 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
                       .format(path=conversations.moved_aside))
     server = ChatServer(backends, conversations, host=args.host, port=args.port,
                         allowed_origins=tuple(args.allow_origin), progress=board.snapshot)
-    if args.host not in LOOPBACK:
+    if not is_loopback(args.host):
         console.print(_("Warning: listening on {host}: other machines can reach this server (the token still "
                         "guards the chat).").format(host=args.host), style="yellow")
 
