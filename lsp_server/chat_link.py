@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
+# The editor frames the page: VS Code's webviews (vscode-webview:, allowed anyway), or a browser
+# workbench served on loopback (code-server, VS Code's serve-web) on a port only the editor knows.
+EDITOR_FRAMES = ("http://127.0.0.1:*", "http://localhost:*")
 
 
 class EditorLink:
@@ -59,7 +62,8 @@ class ChatThread:
             if self._chat is not None:
                 return self._chat
             self.server.backends.start()
-            chat = ChatServer(self.server.backends, ConversationStore(), editor=EditorLink(self.server))
+            chat = ChatServer(self.server.backends, ConversationStore(), editor=EditorLink(self.server),
+                              frame_ancestors=EDITOR_FRAMES)
             started = threading.Event()
             failure: list[BaseException] = []
 

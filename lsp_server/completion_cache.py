@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from zhiyin.completion import Completion
+from zhiyin.completion import Completion, absorbed_suffix
 
 MAX_ENTRIES = 64  # all documents together
 MAX_CHARS = 16_000_000  # an entry holds its whole document (the text before and after the cursor)
@@ -23,12 +23,13 @@ class _Entry:
     completion: Completion | None  # None: the model had nothing to offer here
 
 
-def forward(completion: Completion | None, typed: str) -> Completion | None:
-    """What is left of `completion` once `typed` (its beginning) is in the document; None when the
-    user typed something else or all of it."""
+def forward(completion: Completion | None, typed: str, suffix: str) -> Completion | None:
+    """What is left of `completion` once `typed` (its beginning) is in the document before `suffix`;
+    None when the user typed something else or all of it."""
     if completion is None or not completion.text.startswith(typed) or len(completion.text) == len(typed):
         return None
-    return Completion(completion.text[len(typed):], completion.multiline)
+    rest = completion.text[len(typed):]
+    return Completion(rest, completion.multiline, replaces=absorbed_suffix(rest, suffix) if completion.replaces else 0)
 
 
 class CompletionCache:
@@ -59,7 +60,7 @@ class CompletionCache:
             if not typed:
                 self._entries.move_to_end((entry_uri, serial))
                 return True, entry.completion
-            if (rest := forward(entry.completion, typed)) is not None:
+            if (rest := forward(entry.completion, typed, suffix)) is not None:
                 self._entries.move_to_end((entry_uri, serial))
                 return True, rest
         return False, None

@@ -127,7 +127,7 @@ class CompletionRunner:
         run = self._runs.get(uri)
         if run is not None and (typed := run.typed_since(prefix, suffix)) is not None:
             self.stats.inflight_reused += 1
-            return forward(await self._wait(run, superseded), typed)
+            return forward(await self._wait(run, superseded), typed, suffix)
         if run is not None:
             run.cancel.set()
         await asyncio.sleep(wait_s)  # $/cancelRequest meanwhile: CancelledError, nothing started

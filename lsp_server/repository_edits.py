@@ -92,6 +92,14 @@ class RepositoryEdits:
         await asyncio.get_running_loop().run_in_executor(None, self.server.backends.record_accepted_edit, plan.instruction, files)
         return self._report(EditOutcome(True, files, problems, _(MSG_APPLIED).format(count=len(checked))))
 
+    def previews(self, plan: EditPlan) -> list[dict]:
+        """Each planned file's text once applied, for a client's diff view (offsets stay here)."""
+        root = self.server.backends.root
+        if root is None:
+            return []
+        checked, _failed = check_plan(plan, root, self.read_text)
+        return [{"path": c.edit.path, "uri": from_fs_path(str(c.path)), "newText": c.new_text} for c in checked]
+
     async def edit(self, instruction: str, paths: list[str] | None = None) -> EditOutcome:
         """Proposes and applies, with a progress bar while the plan is made."""
         progress = self.server.progress

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,11 +34,16 @@ from lsp_server.code_actions import (
 from lsp_server.completions import CompletionRunner
 from lsp_server.progress import Progress
 from lsp_server.repository_edits import RepositoryEdits
+from lsp_server.review_diagnostics import MAX_SECONDS, ReviewDiagnostics, summary
 from lsp_server.settings import Settings, parse_settings
+from engine.errors import EngineError
+from engram.portable import memory_to_json
 from zhiyin.backends import Backends
+from zhiyin.diffs import read_diff
 from zhiyin.edits import EditPlan
-from zhiyin.i18n import N_, _, set_locale
+from zhiyin.i18n import N_, _, set_locale, translate_error
 from zhiyin.memory import convention_from_code, remember
+from zhiyin.review import review
 
 if TYPE_CHECKING:
     from pygls.server import ServerErrors
@@ -49,6 +55,8 @@ EDIT_REPOSITORY = "zhiyin.editRepository"
 PROPOSE_EDITS = "zhiyin.proposeEdits"
 APPLY_EDITS = "zhiyin.applyEdits"
 OPEN_CHAT = "zhiyin.openChat"
+REVIEW_WORKING_TREE = "zhiyin.reviewWorkingTree"
+LIST_MEMORIES = "zhiyin.listMemories"
 
 MSG_NO_INSTRUCTION = N_("Give the edit instruction as the command's one argument, a non-empty string.")
 MSG_BAD_PLAN = N_("The argument is not an edit plan from zhiyin.proposeEdits.")
@@ -57,6 +65,7 @@ MSG_OUTSIDE_WORKSPACE = N_("The file lies outside the workspace.")
 MSG_NO_MEMORY = N_("The project memory is not available.")
 MSG_REMEMBERED = N_("Zhiyin will remember this convention (#{id}).")
 MSG_CHAT_FAILED = N_("Zhiyin cannot start the chat server: {error}")
+MSG_NO_FOLDER = N_("Open a folder first: Zhiyin works on the folder's repository.")
 MAX_LABEL_CHARS = 60  # of a completion item's label; the item inserts the whole text
 
 
@@ -71,6 +80,8 @@ class ZhiyinServer(LanguageServer):
     progress: Progress
     edits: RepositoryEdits
     chat: ChatThread
+    review: ReviewDiagnostics
+    model: str | None = None  # `zhiyin lsp --model`: over the configuration's
 
     def report_server_error(self, error: Exception, source: ServerErrors) -> None:
         # pygls would show its own English text; a broken message is the client's bug: log it only
@@ -100,10 +111,11 @@ def initialize(server: ZhiyinServer, params: types.InitializeParams) -> None:
         server.show_message_threadsafe(message, types.MessageType.Error)
 
     server.backends = Backends(_workspace_root(params), embeddings=server.settings.embeddings, progress=progress,
-                               show_error=show_error)
+                               show_error=show_error, model=server.model)
     server.completions = CompletionRunner(server.backends, server.settings, show_error)
     server.edits = RepositoryEdits(server)
     server.chat = ChatThread(server)
+    server.review = ReviewDiagnostics()
     server.watch_files = bool(get_capability(
         params.capabilities, "workspace.did_change_watched_files.dynamic_registration", False))
 
@@ -161,8 +173,14 @@ async def text_document_inline_completion(
     completion = await server.completions.complete(server.workspace, params.text_document.uri, params.position)
     if completion is None:
         return types.InlineCompletionList(items=[])
-    cursor = types.Range(start=params.position, end=params.position)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=completion.text, range=cursor)])
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(
+        insert_text=completion.text, range=_replaced_range(params.position, completion.replaces))])
+
+
+def _replaced_range(cursor: types.Position, replaces: int) -> types.Range:
+    """From the cursor over the closing characters the completion writes itself (ASCII: one UTF-16
+    unit each), e.g. an auto-closed `)`; empty when it only inserts."""
+    return types.Range(start=cursor, end=types.Position(line=cursor.line, character=cursor.character + replaces))
 
 
 @SERVER.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
@@ -176,9 +194,8 @@ async def text_document_completion(server: ZhiyinServer, params: types.Completio
         label=label,
         kind=types.CompletionItemKind.Text,
         insert_text=completion.text,
-        # an empty range at the cursor: insert, do not replace the word being typed (insertText would)
-        text_edit=types.TextEdit(range=types.Range(start=params.position, end=params.position),
-                                 new_text=completion.text),
+        # at the cursor (over an auto-closed bracket the text writes itself), not over the word being typed
+        text_edit=types.TextEdit(range=_replaced_range(params.position, completion.replaces), new_text=completion.text),
         insert_text_format=types.InsertTextFormat.PlainText,
     )
     return types.CompletionList(is_incomplete=True, items=[item])
@@ -198,8 +215,10 @@ async def edit_repository(server: ZhiyinServer, *args: Any) -> dict:
 
 @SERVER.command(PROPOSE_EDITS)
 async def propose_edits(server: ZhiyinServer, *args: Any) -> dict:
-    """[instruction]: the edit plan, not applied (a client shows it before the user accepts)."""
-    return (await server.edits.propose(_instruction(args))).to_json()
+    """[instruction]: the edit plan, not applied (a client shows it before the user accepts), with
+    `previews`: each file's text once applied."""
+    plan = await server.edits.propose(_instruction(args))
+    return {**plan.to_json(), "previews": server.edits.previews(plan)}
 
 
 @SERVER.command(APPLY_EDITS)
@@ -267,6 +286,46 @@ async def remember_convention(server: ZhiyinServer, *args: Any) -> dict:
     return {"id": result.id, "action": result.action, "statement": draft.statement}
 
 
+@SERVER.command(REVIEW_WORKING_TREE)
+async def review_working_tree(server: ZhiyinServer, *args: Any) -> dict:
+    """[{"model": bool}?]: reviews the uncommitted changes against HEAD; findings become diagnostics
+    (the Problems view); answers the counts and what was skipped."""
+    root = server.backends.root
+    if root is None:
+        raise JsonRpcInvalidParams(_(MSG_NO_FOLDER))
+    with_model = bool(args and isinstance(args[0], dict) and args[0].get("model"))
+
+    def run():
+        changes = read_diff(root, "HEAD", worktree=True)
+        engine = server.backends.wait_for_engine(MAX_SECONDS, threading.Event()) if with_model else None
+        with server.backends.index_for_reading() as index:
+            return review(root, changes, "HEAD", memory=server.backends.memory(), max_seconds=MAX_SECONDS,
+                          engine=engine, index=index if engine is not None else None)
+
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(None, run)
+    except EngineError as e:  # not a git repository, no commit yet, git failing
+        raise JsonRpcInvalidParams(translate_error(e)) from e
+    server.review.publish(root, result, server.text_document_publish_diagnostics)
+    return summary(result)
+
+
+@SERVER.command(LIST_MEMORIES)
+async def list_memories(server: ZhiyinServer, *args: Any) -> list[dict]:
+    """The project memory's active and pending memories, newest first, with their citations."""
+    if server.backends.root is None:
+        raise JsonRpcInvalidParams(_(MSG_NO_FOLDER))
+
+    def read():
+        memory = server.backends.memory()
+        return None if memory is None else memory.store.list(memory.repo, statuses=("active", "pending"))
+
+    memories = await asyncio.get_running_loop().run_in_executor(None, read)
+    if memories is None:
+        raise JsonRpcInternalError(_(MSG_NO_MEMORY))
+    return [{"id": m.id, **memory_to_json(m)} for m in memories]
+
+
 def _selected_lines(server: ZhiyinServer, args: tuple[Any, ...], command: str) -> tuple[str, list[str], int]:
     """(uri, the lines the range covers, its first line) from [uri, range] arguments."""
     try:
@@ -303,7 +362,8 @@ def stats(server: ZhiyinServer, params: None) -> dict[str, float]:
     """Counters of the completion pipeline and the engine's KV pool in use, for benchmarks and troubleshooting."""
     engine = server.backends.engine
     kv_mib = round(engine.kv_resident_bytes / 2**20, 1) if engine is not None else 0.0
-    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib}
+    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib,
+            "model": engine.model_id if engine is not None else None, "index_ready": server.backends.index_ready}
 
 
 @SERVER.feature(types.SHUTDOWN)
@@ -312,8 +372,10 @@ def shutdown(server: ZhiyinServer, params: None) -> None:
         server.completions.shutdown()
 
 
-def serve(tcp: tuple[str, int] | None = None) -> None:
-    """Serve one client over stdio, or over TCP at `tcp` (host, port): it ends when the client leaves."""
+def serve(tcp: tuple[str, int] | None = None, model: str | None = None) -> None:
+    """Serve one client over stdio, or over TCP at `tcp` (host, port): it ends when the client leaves.
+    `model`: a model name or path over the configuration's."""
+    SERVER.model = model
     logging.basicConfig(level=logging.WARNING, format="zhiyin-lsp %(levelname)s %(name)s: %(message)s")
     try:
         if tcp is None:

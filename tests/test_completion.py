@@ -8,6 +8,7 @@ import pytest
 from zhiyin.completion import (
     Completer,
     CompletionRequest,
+    absorbed_suffix,
     clean_completion,
     is_multiline_position,
     stable_prefix,
@@ -26,6 +27,16 @@ def test_single_or_multiline(before: str, after: str, multiline: bool) -> None:
 
 def test_single_line_keeps_one_line_and_drops_suffix_overlap() -> None:
     assert clean_completion("items, key=len)\nprint(x)", "    x = sorted(", ")", False) == "items, key=len"
+
+
+def test_an_auto_closed_bracket_the_completion_writes_itself_is_replaced() -> None:
+    # `def f(path|)`: the model writes `: str) -> str:`, through the editor's `)`
+    assert absorbed_suffix(": str) -> str:", ")\nnext") == 1
+    assert absorbed_suffix("x, y]))", "])  ") == 4  # several closers, trailing blanks, in order
+    assert absorbed_suffix("items, key=len", ")") == 0  # the text stops before the `)`: insert
+    assert absorbed_suffix(": str) -> str:", ") + rest") == 0  # not only closers after the cursor
+    assert absorbed_suffix("]) ", ")]") == 0  # out of order
+    assert absorbed_suffix("x", "") == 0
 
 
 def test_block_stops_where_the_scope_ends() -> None:

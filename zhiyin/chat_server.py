@@ -113,6 +113,7 @@ class ChatServer:
     port: int = 0
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     allowed_origins: tuple[str, ...] = ()  # more page origins, e.g. an editor's webview host
+    frame_ancestors: tuple[str, ...] = ()  # CSP sources of pages that may frame the chat page, besides those
     editor: EditorLink | None = None
     progress: Callable[[], list[dict]] = list  # long work going on, for the status message
     _server: Server | None = None
@@ -163,7 +164,7 @@ class ChatServer:
     def _csp(self) -> str:
         hosts = [h for h in dict.fromkeys((*LOOPBACK_HOSTS, _url_host(self.host))) if "[" not in h]  # CSP has no IPv6
         sockets = " ".join(f"ws://{host}:{self.port}" for host in hosts)
-        embedders = " ".join(("'self'", "vscode-webview:", *self.allowed_origins))  # an editor's webview frames it
+        embedders = " ".join(("'self'", "vscode-webview:", *self.allowed_origins, *self.frame_ancestors))
         return (f"default-src 'self'; connect-src 'self' {sockets}; img-src 'self' data:; "
                 f"style-src 'self'; script-src 'self'; frame-ancestors {embedders}")
 

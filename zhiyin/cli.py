@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "repository index, over standard input/output unless --tcp is given."))
     lsp.add_argument("--tcp", type=parse_tcp_address, default=None, metavar="HOST:PORT",
                      help=_("listen on TCP instead (PORT alone: 127.0.0.1); serves one client, then exits"))
+    lsp.add_argument("--model", "-m", default=None,
+                     help=_("model name from `zhiyin model list`, or a GGUF file or Hugging Face folder"))
 
     from zhiyin.commands.memory_parser import add_parser as add_memory_parser
 

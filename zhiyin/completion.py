@@ -54,6 +54,7 @@ class Completion:
     multiline: bool
     prompt_tokens: int = 0
     cached_tokens: int = 0  # of the prompt, whose KV the engine reused
+    replaces: int = 0  # characters after the cursor that `text` replaces (see `absorbed_suffix`)
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,10 @@ class Completer:
         if cancel is not None and cancel.is_set():
             return None
         text = clean_completion(text, before, suffix, multiline)
+        replaces = absorbed_suffix(text, suffix)
         if stats is None:  # stopped early: the engine's own count is in the chunk never read
-            return Completion(text, multiline, prompt.num_tokens)
-        return Completion(text, multiline, stats.num_prompt_tokens, stats.num_cached_tokens)
+            return Completion(text, multiline, prompt.num_tokens, replaces=replaces)
+        return Completion(text, multiline, stats.num_prompt_tokens, stats.num_cached_tokens, replaces)
 
     def _repository_context(self, request: CompletionRequest, index: Index | None,
                             memory: RepositoryMemory | None) -> str:
@@ -224,6 +226,20 @@ def _drop_repeated_lines(text: str) -> str:
         seen.add(key)
         out.append(line)
     return "\n".join(out)
+
+
+def absorbed_suffix(text: str, suffix: str) -> int:
+    """How many characters after the cursor the completion replaces: the rest of the line when it
+    holds only closing brackets and quotes (an editor's auto-closed `)`) that the completion's first
+    line writes itself, in order, as `: str) -> str:` does before `)`. 0: the text is inserted."""
+    head = suffix.split("\n", 1)[0]
+    if not head.strip() or not set(head) <= _CLOSERS:
+        return 0
+    first_line = iter(text.split("\n", 1)[0])
+    return len(head) if all(ch in first_line for ch in head.strip()) else 0  # a subsequence, in order
+
+
+_CLOSERS = frozenset(")]}\"'`;:, ")
 
 
 def _without_suffix_overlap(text: str, suffix: str) -> str:

@@ -21,6 +21,14 @@ def test_cache_answers_the_rest_of_a_suggestion_being_typed() -> None:
     assert cache.lookup("b.py", "x = sorted(", ")\n") == (False, None)
 
 
+def test_cache_keeps_replacing_an_auto_closed_bracket_while_the_rest_still_writes_it() -> None:
+    cache = CompletionCache()
+    cache.store("a.py", "def f(path", ")\n", Completion(": str) -> str:", False, replaces=1))
+    assert cache.lookup("a.py", "def f(path: ", ")\n") == (True, Completion("str) -> str:", False, replaces=1))
+    # typed through the `)` without the editor stepping over it: the rest no longer writes one
+    assert cache.lookup("a.py", "def f(path: str)", ")\n") == (True, Completion(" -> str:", False, replaces=0))
+
+
 def test_cache_remembers_where_the_model_had_nothing_and_forgets_closed_documents() -> None:
     cache = CompletionCache()
     cache.store("a.py", "pass", "", Completion("", False))

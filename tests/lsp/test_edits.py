@@ -122,6 +122,12 @@ async def test_an_edit_whose_target_changed_meanwhile_is_rejected_whole(session,
     client, editor = session
     plan = await command(client, "zhiyin.proposeEdits", "rename Settings to ShopSettings")
     assert sorted(e["path"] for e in plan["edits"]) == ["shop/config.py", "shop/db.py"]
+    previews = {p["path"]: p for p in plan["previews"]}  # what an editor's diff view shows
+    config = repo / "shop" / "config.py"
+    assert sorted(previews) == ["shop/config.py", "shop/db.py"] and previews["shop/config.py"]["uri"] == config.as_uri()
+    assert previews["shop/config.py"]["newText"] == config.read_text(encoding="utf-8").replace(
+        "class Settings", "class ShopSettings").replace("-> Settings", "-> ShopSettings").replace(
+        "return Settings(", "return ShopSettings(")
     db = repo / "shop" / "db.py"
     db.write_text(db.read_text(encoding="utf-8") + "\n# edited meanwhile\n", encoding="utf-8")
     config_before = (repo / "shop" / "config.py").read_text(encoding="utf-8")

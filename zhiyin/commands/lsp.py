@@ -22,5 +22,5 @@ def parse_tcp_address(text: str) -> tuple[str, int]:
 def run_lsp(args: argparse.Namespace) -> int:
     from lsp_server.server import serve  # torch and pygls load only for this verb
 
-    serve(tcp=args.tcp)
+    serve(tcp=args.tcp, model=args.model)
     return 0

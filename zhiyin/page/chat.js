@@ -27,8 +27,8 @@ let nextId = 1;
 function setting(name, fallback) { return localStorage.getItem("zhiyin." + name) || fallback; }
 
 function chosenLanguage() {
-  const lang = setting("lang", "auto");
-  return lang === "auto" ? (navigator.language || "en") : lang;
+  const lang = setting("lang", "auto");  // the page's own setting, else the framing editor's, else the browser's
+  return lang === "auto" ? (params.get("lang") || navigator.language || "en") : lang;
 }
 
 async function loadStrings() {
@@ -67,7 +67,10 @@ function connect() {
   const url = `ws://${location.host}/chat?token=${encodeURIComponent(token)}&lang=${encodeURIComponent(chosenLanguage())}`;
   socket = new WebSocket(url);
   let opened = false;
-  socket.onopen = () => { opened = true; };
+  socket.onopen = () => {
+    opened = true;
+    if (editor) editor.postMessage({ type: "ready" });  // the editor may ask now
+  };
   socket.onmessage = (event) => receive(JSON.parse(event.data));
   socket.onclose = () => {
     setStatus(opened ? t("statusDisconnected") : t("statusRefused"), true);
@@ -255,7 +258,8 @@ function parseAttachments(text) {
   return { files, symbols, changes: /(^|\s)#changes\b/.test(text) };
 }
 
-function ask(text) {
+// extra: fields the chat message carries besides what the text names (an editor's selections, path)
+function ask(text, extra = {}) {
   text = text.trim();
   if (!text || turn) return;
   const id = "t" + nextId++;
@@ -270,10 +274,20 @@ function ask(text) {
   } else if (text.startsWith("/remember ")) {
     send({ type: "remember", id, text: text.slice(10) });
   } else {
-    send({ type: "chat", id, text, conversation, ...parseAttachments(text) });
+    send({ type: "chat", id, text, conversation, ...parseAttachments(text), ...extra });
   }
   send({ type: "status" });
 }
+
+// The editor that frames the page asks on the user's behalf ("ask about selection", "explain", "fix").
+window.addEventListener("message", (event) => {
+  const m = event.data;
+  if (event.source !== window.parent || window.parent === window || !m || m.type !== "ask") return;
+  const extra = {};
+  if (Array.isArray(m.selections)) extra.selections = m.selections;
+  if (typeof m.path === "string") extra.path = m.path;
+  ask(String(m.text || ""), extra);
+});
 
 function finishTurn(lost) {
   if (!turn) return;
