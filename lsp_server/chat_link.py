@@ -38,7 +38,7 @@ class EditorLink:
         self.server = server
 
     async def apply(self, checked: list[CheckedEdit], instruction: str) -> tuple[bool, str | None]:
-        edit = self.server.edits.workspace_edit(checked, instruction)
+        edit = self.server.edits.workspace_edit(checked, instruction, confirmed=True)  # Apply in the chat
         sent = asyncio.run_coroutine_threadsafe(self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
             edit=edit, label=_(MSG_ANNOTATION).format(instruction=instruction))), self.server.loop)
         result = await asyncio.wrap_future(sent)  # awaited on the chat's loop; the request runs on the LSP's

@@ -70,8 +70,9 @@ class RepositoryEdits:
         return await asyncio.get_running_loop().run_in_executor(
             None, self._propose, instruction, paths, progress_token)
 
-    async def apply(self, plan: EditPlan) -> EditOutcome:
-        """Checks `plan` against the documents as they are now and, if every file passes, applies it."""
+    async def apply(self, plan: EditPlan, *, confirmed: bool = False) -> EditOutcome:
+        """Checks `plan` against the documents as they are now and, if every file passes, applies it.
+        `confirmed`: the user has seen the plan and accepted it; else the editor asks first."""
         root = self.server.backends.root
         problems = dict(plan.problems)
         if root is None or not plan.edits:
@@ -84,7 +85,7 @@ class RepositoryEdits:
             return self._report(EditOutcome(False, files, problems,
                                             _(MSG_NOT_APPLIED).format(problems=_problem_list(failed))))
         result = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-            edit=self.workspace_edit(checked, plan.instruction), label=_(MSG_ANNOTATION).format(
+            edit=self.workspace_edit(checked, plan.instruction, confirmed=confirmed), label=_(MSG_ANNOTATION).format(
                 instruction=plan.instruction)))
         if not result.applied:
             return self._report(EditOutcome(False, files, problems, _(MSG_DECLINED).format(
@@ -141,7 +142,9 @@ class RepositoryEdits:
             return document.source
         return disk_text(path)
 
-    def workspace_edit(self, checked: list[CheckedEdit], instruction: str) -> types.WorkspaceEdit:
+    def workspace_edit(self, checked: list[CheckedEdit], instruction: str, *, confirmed: bool) -> types.WorkspaceEdit:
+        """One edit for all files; unless `confirmed`, annotated so that the editor asks before applying
+        (VS Code's refactor preview)."""
         capabilities = self.server.client_capabilities
         encoding = self.server.workspace.position_encoding or types.PositionEncodingKind.Utf16
         annotate = bool(get_capability(capabilities, "workspace.workspace_edit.change_annotation_support", None))
@@ -164,7 +167,7 @@ class RepositoryEdits:
                     uri=uri, version=documents[uri].version if uri in documents else None),
                 edits=edits) for uri, edits in per_file.items()],
             change_annotations={ANNOTATION_ID: types.ChangeAnnotation(
-                label=_(MSG_ANNOTATION).format(instruction=instruction), needs_confirmation=True)}
+                label=_(MSG_ANNOTATION).format(instruction=instruction), needs_confirmation=not confirmed)}
             if annotate else None)
 
     def _report(self, outcome: EditOutcome) -> EditOutcome:

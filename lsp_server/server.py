@@ -223,12 +223,13 @@ async def propose_edits(server: ZhiyinServer, *args: Any) -> dict:
 
 @SERVER.command(APPLY_EDITS)
 async def apply_edits(server: ZhiyinServer, *args: Any) -> dict:
-    """[plan]: applies a plan from `zhiyin.proposeEdits` if every file is still as it was."""
+    """[plan]: applies a plan from `zhiyin.proposeEdits` if every file is still as it was; the client
+    showed the plan and the user accepted it, so the editor does not ask again."""
     try:
         plan = EditPlan.from_json(args[0] if len(args) == 1 else None)
     except ValueError as e:
         raise JsonRpcInvalidParams(_(MSG_BAD_PLAN)) from e
-    return (await server.edits.apply(plan)).to_json()
+    return (await server.edits.apply(plan, confirmed=True)).to_json()
 
 
 @SERVER.command(OPEN_CHAT)
@@ -359,11 +360,13 @@ def _workspace_relative(server: ZhiyinServer, uri: str) -> str | None:
 
 @SERVER.feature(STATS)
 def stats(server: ZhiyinServer, params: None) -> dict[str, float]:
-    """Counters of the completion pipeline and the engine's KV pool in use, for benchmarks and troubleshooting."""
+    """Counters of the completion pipeline, the engine's KV pool in use, and the model's and the
+    index's state (an editor's status bar shows them)."""
     engine = server.backends.engine
     kv_mib = round(engine.kv_resident_bytes / 2**20, 1) if engine is not None else 0.0
     return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib,
-            "model": engine.model_id if engine is not None else None, "index_ready": server.backends.index_ready}
+            "model": engine.model_id if engine is not None else None, "model_state": server.backends.engine_state,
+            "model_error": server.backends.engine_error, "index_ready": server.backends.index_ready}
 
 
 @SERVER.feature(types.SHUTDOWN)

@@ -62,6 +62,7 @@ class Backends:
         self._started = False
         self._engine = engine
         self._engine_done = threading.Event()  # loaded, or failed
+        self.engine_error: str | None = None  # why it failed, for the user
         self._index = index
         self._index_lock = threading.Lock()  # held while the index is read or written
         self._index_done = threading.Event()  # the first index run ended, well or not
@@ -117,6 +118,15 @@ class Backends:
         return self._index_done.is_set() and self._index is not None
 
     @property
+    def engine_state(self) -> str:
+        """"idle" (not asked for yet), "loading", "ready" or "failed" (`engine_error` says why)."""
+        if self._engine is not None:
+            return "ready"
+        if self._engine_done.is_set():
+            return "failed"
+        return "loading" if self._started else "idle"
+
+    @property
     def engine(self) -> TextModel | None:
         """The engine if loaded, without waiting."""
         return self._engine
@@ -163,10 +173,12 @@ class Backends:
         try:
             self._engine = open_engine(load_config(self.root), self.model)
         except EngineError as e:
-            self._show_error(_(MSG_ENGINE_FAILED).format(error=translate_error(e)))
+            self.engine_error = _(MSG_ENGINE_FAILED).format(error=translate_error(e))
+            self._show_error(self.engine_error)
         except Exception as e:  # a broken model file must not take the server down with it
             log.exception("loading the model")
-            self._show_error(_(MSG_ENGINE_FAILED).format(error=e))
+            self.engine_error = _(MSG_ENGINE_FAILED).format(error=e)
+            self._show_error(self.engine_error)
         finally:
             self._engine_done.set()
             self._progress.end(token)

@@ -1,6 +1,7 @@
 // The language server's lifecycle: start `zhiyin lsp` over stdio, restart it when it crashes
 // (and say so), and stop it. Features come from vscode-languageclient; inline completions pass
 // through a middleware that can switch them off and times them.
+import { execFile } from "child_process";
 import * as vscode from "vscode";
 import {
   CloseAction,
@@ -8,6 +9,7 @@ import {
   ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
+  ResponseError,
   ServerOptions,
   State,
 } from "vscode-languageclient/node";
@@ -21,6 +23,7 @@ const INSTALL_URL = "https://pypi.org/project/zhiyin/";
 export class ZhiyinClient implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private crashes: number[] = [];
+  private explainedFailure = false; // the user was told why the server did not start
   private readonly stateEmitter = new vscode.EventEmitter<ServerState>();
   private readonly latencyEmitter = new vscode.EventEmitter<number>();
   readonly onDidChangeState = this.stateEmitter.event;
@@ -40,7 +43,16 @@ export class ZhiyinClient implements vscode.Disposable {
     const { command, args } = serverCommand(settings);
     if (!findExecutable(command)) {
       this.setState("missing");
-      void this.explainMissing(command);
+      void this.explainMissing(vscode.l10n.t(
+        "Zhiyin cannot find its server \"{0}\". Install it with \"pip install zhiyin\", or set \"zhiyin.pythonPath\" to a Python that has it.",
+        command));
+      return;
+    }
+    if (settings.pythonPath.trim() && !(await hasZhiyin(command, this.extensionPath))) {
+      this.setState("missing");
+      void this.explainMissing(vscode.l10n.t(
+        "The Python at \"{0}\" does not have zhiyin. Install it with \"{0} -m pip install zhiyin\", or set \"zhiyin.pythonPath\" to a Python that has it.",
+        command));
       return;
     }
     // stdio without a `--stdio` flag; the working folder is the extension's, not the workspace, whose
@@ -57,6 +69,7 @@ export class ZhiyinClient implements vscode.Disposable {
         contextBudget: config.get<number>("contextBudget", 1024),
         embeddings: config.get<boolean>("embeddings", true),
       },
+      initializationFailedHandler: () => false, // the closed handler below says why, in the user's language
       errorHandler: {
         error: () => ({ action: ErrorAction.Continue, handled: true }),
         closed: () => this.onClosed(),
@@ -81,12 +94,14 @@ export class ZhiyinClient implements vscode.Disposable {
       else this.setState("stopped");
     });
     this.setState("starting");
+    this.explainedFailure = false;
     try {
       await this.client.start();
     } catch (error) {
       this.setState("stopped");
-      void vscode.window.showErrorMessage(vscode.l10n.t(
-        "Zhiyin's server could not start: {0}. See the Zhiyin output for details.", String(error)));
+      if (!this.explainedFailure) {
+        void this.showWithOutput(vscode.l10n.t("Zhiyin's server could not start: {0}. See the Zhiyin output for details.", String(error)));
+      }
     }
   }
 
@@ -109,13 +124,19 @@ export class ZhiyinClient implements vscode.Disposable {
     this.setState("stopped");
   }
 
-  /** Runs a `zhiyin.*` command of the server; undefined (and a message said) when it is not running. */
+  /** Runs a `zhiyin.*` command of the server; undefined (and a message said) when it is not running or fails. */
   async command<T>(name: string, ...args: unknown[]): Promise<T | undefined> {
     if (!this.client || this.state !== "running") {
       void vscode.window.showWarningMessage(vscode.l10n.t("The Zhiyin server is not running. Run \"Zhiyin: Restart the Server\"."));
       return undefined;
     }
-    return await this.client.sendRequest(ExecuteCommandRequest.type, { command: name, arguments: args }) as T;
+    try {
+      return await this.client.sendRequest(ExecuteCommandRequest.type, { command: name, arguments: args }) as T;
+    } catch (error) {
+      // the server's errors are written for the user, in their language ("open a folder first")
+      void vscode.window.showErrorMessage(error instanceof ResponseError ? error.message : String(error));
+      return undefined;
+    }
   }
 
   /** A custom request to the server (`zhiyin/stats`), or undefined when it is not running. */
@@ -131,6 +152,12 @@ export class ZhiyinClient implements vscode.Disposable {
   }
 
   private onClosed() {
+    if (this.state !== "running") { // it exited while starting: it would again (no zhiyin in that Python, a bad model)
+      this.explainedFailure = true;
+      void this.showWithOutput(vscode.l10n.t(
+        "Zhiyin's server exited while starting. The Zhiyin output says why; fix it, then run \"Zhiyin: Restart the Server\"."));
+      return { action: CloseAction.DoNotRestart, handled: true };
+    }
     const now = Date.now();
     this.crashes = this.crashes.filter((t) => now - t < RESTART_WINDOW_MS);
     this.crashes.push(now);
@@ -144,12 +171,15 @@ export class ZhiyinClient implements vscode.Disposable {
     return { action: CloseAction.Restart, handled: true };
   }
 
-  private async explainMissing(command: string): Promise<void> {
+  private async showWithOutput(message: string): Promise<void> {
+    const show = vscode.l10n.t("Show Output");
+    if (await vscode.window.showErrorMessage(message, show) === show) this.output.show();
+  }
+
+  private async explainMissing(message: string): Promise<void> {
     const openSettings = vscode.l10n.t("Open Settings");
     const install = vscode.l10n.t("How to Install");
-    const choice = await vscode.window.showErrorMessage(vscode.l10n.t(
-      "Zhiyin cannot find its server \"{0}\". Install it with \"pip install zhiyin\", or set \"zhiyin.pythonPath\" to a Python that has it.",
-      command), openSettings, install);
+    const choice = await vscode.window.showErrorMessage(message, openSettings, install);
     if (choice === openSettings) await vscode.commands.executeCommand("workbench.action.openSettings", "zhiyin.");
     else if (choice === install) await vscode.env.openExternal(vscode.Uri.parse(INSTALL_URL));
   }
@@ -158,6 +188,13 @@ export class ZhiyinClient implements vscode.Disposable {
     this.state = state;
     this.stateEmitter.fire(state);
   }
+}
+
+/** Whether `python` can import zhiyin: a Python without it would exit as soon as it started. */
+async function hasZhiyin(python: string, cwd: string): Promise<boolean> {
+  return await new Promise((resolve) => {
+    execFile(python, ["-c", "import zhiyin"], { cwd, timeout: 30_000 }, (error) => resolve(!error));
+  });
 }
 
 function maxDocumentChars(): number {

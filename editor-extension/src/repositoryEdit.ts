@@ -19,12 +19,6 @@ interface ProposedPlan {
   previews: Preview[];
 }
 
-interface EditOutcome {
-  applied: boolean;
-  files: string[];
-  message: string;
-}
-
 /** Serves the proposed text of each file to the diff editors. */
 export class ProposedContent implements vscode.TextDocumentContentProvider {
   private readonly texts = new Map<string, string>();
@@ -67,9 +61,13 @@ export async function editRepository(client: ZhiyinClient, proposed: ProposedCon
   const choice = await vscode.window.showInformationMessage(
     vscode.l10n.t("Apply Zhiyin's edit to {0} files?", plan.previews.length), { modal: false }, apply,
     vscode.l10n.t("Discard"));
-  if (choice !== apply) return;
-  const outcome = await client.command<EditOutcome>("zhiyin.applyEdits", plan);
-  if (!outcome) return;
-  if (outcome.applied) void vscode.window.showInformationMessage(outcome.message);
-  else void vscode.window.showWarningMessage(outcome.message);
+  if (choice === apply) await client.command("zhiyin.applyEdits", plan); // the server says how it went
+  await closeProposals();
+}
+
+/** Closes the diff editors of a proposal once it is applied or discarded. */
+async function closeProposals(): Promise<void> {
+  const tabs = vscode.window.tabGroups.all.flatMap((group) => group.tabs).filter((tab) =>
+    tab.input instanceof vscode.TabInputTextDiff && tab.input.modified.scheme === PROPOSED_SCHEME);
+  await vscode.window.tabGroups.close(tabs);
 }

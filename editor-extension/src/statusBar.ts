@@ -8,6 +8,8 @@ const POLL_MS = 3000;
 
 interface ServerStats {
   model: string | null;
+  model_state: "idle" | "loading" | "ready" | "failed";
+  model_error: string | null;
   index_ready: boolean;
 }
 
@@ -20,7 +22,13 @@ export class StatusBar implements vscode.Disposable {
   constructor(private readonly client: ZhiyinClient) {
     this.item.name = vscode.l10n.t("Zhiyin");
     this.subscriptions.push(
-      client.onDidChangeState((server) => { this.state.server = server; this.render(); }),
+      client.onDidChangeState((server) => {
+        this.state.server = server;
+        if (server !== "running") { // a new server loads afresh
+          this.state.model = this.state.modelState = this.state.modelError = this.state.indexReady = undefined;
+        }
+        this.render();
+      }),
       client.onDidComplete((ms) => { this.state.latencyMs = ms; this.render(); }),
     );
     this.timer = setInterval(() => void this.poll(), POLL_MS);
@@ -38,6 +46,8 @@ export class StatusBar implements vscode.Disposable {
       const stats = await this.client.request<ServerStats>("zhiyin/stats");
       if (!stats) return;
       this.state.model = stats.model;
+      this.state.modelState = stats.model_state;
+      this.state.modelError = stats.model_error;
       this.state.indexReady = stats.index_ready;
       this.render();
     } catch {
@@ -50,8 +60,7 @@ export class StatusBar implements vscode.Disposable {
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;
     this.item.backgroundColor = view.warning ? new vscode.ThemeColor("statusBarItem.warningBackground") : undefined;
-    this.item.command = this.state.server === "missing" || this.state.server === "stopped"
-      ? "zhiyin.restartServer" : "zhiyin.toggleInlineCompletions";
+    this.item.command = view.warning ? "zhiyin.restartServer" : "zhiyin.toggleInlineCompletions";
   }
 
   dispose(): void {

@@ -6,6 +6,8 @@ export interface StatusState {
   server: ServerState;
   inlineEnabled: boolean;
   model?: string | null;
+  modelState?: "idle" | "loading" | "ready" | "failed";
+  modelError?: string | null;
   indexReady?: boolean;
   latencyMs?: number; // of the last inline completion the server answered
 }
@@ -34,6 +36,11 @@ export function statusView(state: StatusState, l10n: L10n): StatusView {
   if (state.server === "starting") {
     icon = "$(sync~spin)";
     lines.push(l10n.t("Starting the Zhiyin server…"));
+  } else if (state.modelState === "failed") {
+    return { text: "$(error) " + l10n.t("Zhiyin") + " · " + l10n.t("no model"),
+      tooltip: (state.modelError ?? "") + "\n" + l10n.t("Set \"zhiyin.model\", then click to restart the server."), warning: true };
+  } else if (state.modelState === "idle") {
+    lines.push(l10n.t("The model loads when you open a file."));
   } else if (!state.model) {
     icon = "$(sync~spin)";
     detail = l10n.t("loading the model");

@@ -215,6 +215,17 @@ async def test_files_changed_outside_the_editor_reach_the_index(session, repo: P
     assert [e["path"] for e in plan["edits"]] == ["shop/refunds.py"]
 
 
+async def test_a_plan_the_user_already_accepted_is_applied_without_asking_again(session, repo: Path) -> None:
+    client, editor = session
+    plan = await command(client, "zhiyin.proposeEdits", "rename refund_order to issue_refund")
+    assert [p["path"] for p in plan["previews"]] == ["shop/refunds.py"]  # the client showed this diff
+    result = await command(client, "zhiyin.applyEdits", plan)
+    assert result["applied"], result
+    annotation = editor.received[-1].edit.change_annotations["zhiyin-edit"]
+    assert annotation.needs_confirmation is False  # no second preview in the editor
+    assert "def issue_refund(" in (repo / "shop" / "refunds.py").read_text(encoding="utf-8")
+
+
 async def test_fix_with_zhiyin_runs_the_model_and_reports_per_file(session, repo: Path) -> None:
     """The tiny default model seldom writes a SEARCH/REPLACE block that matches: whatever it
     writes, the result is either a checked edit that still parses or a reason for that file."""

@@ -96,6 +96,29 @@ async def test_stats_name_the_model_and_the_index(client) -> None:
             break
         await asyncio.sleep(0.2)
     assert "SmolLM2" in stats.model and stats.index_ready is True
+    assert stats.model_state == "ready" and stats.model_error is None
+
+
+async def test_a_model_that_cannot_load_is_reported_in_the_stats(tmp_path: Path) -> None:
+    command_line = [*SERVER_COMMAND[:2], "zhiyin", "lsp", "--model", str(tmp_path / "missing.gguf")]
+    client = await ClientServerConfig(server_command=command_line, server_env=server_env(tmp_path)).start()
+    try:
+        await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities(), locale="zh-CN"))
+        stats = await client.protocol.send_request_async("zhiyin/stats", None)
+        assert stats.model_state == "idle"  # nothing asked for the model yet
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=(tmp_path / "a.py").as_uri(), language_id="python", version=1, text="import os\n")))
+        for _ in range(300):
+            stats = await client.protocol.send_request_async("zhiyin/stats", None)
+            if stats.model_state == "failed":
+                break
+            assert stats.model_state == "loading"
+            await asyncio.sleep(0.1)
+        assert stats.model_state == "failed" and "missing.gguf" in stats.model_error and CJK.search(stats.model_error)
+        assert any(stats.model_error in m.message for m in client.messages)  # the user was told too
+        await client.shutdown_session()
+    finally:
+        await client.stop()
 
 
 async def test_without_a_folder_the_commands_say_to_open_one(tmp_path: Path) -> None:

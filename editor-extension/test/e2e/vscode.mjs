@@ -1,6 +1,7 @@
 // A real VS Code for the end-to-end tests: code-server 4.100.3 with the extension installed from the
 // built .vsix, every state folder in a temporary directory, driven in Debian's Chromium by playwright-core.
 import { execFileSync, spawn } from "node:child_process";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -24,17 +25,42 @@ export function installCodeServer() {
 }
 
 /** A git repository of real code the project did not write: a PyPI package's sources, copied from
- * the Python environment zhiyin runs in. */
-export function makeRepository(parent, pkg = "pathspec") {
+ * the Python environment zhiyin runs in, with `files` ({relative path: text}) beside them. */
+export function makeRepository(parent, pkg = "pathspec", files = {}) {
   const source = execFileSync(python, ["-c", `import ${pkg}, os; print(os.path.dirname(${pkg}.__file__))`],
     { encoding: "utf8" }).trim();
   const root = path.join(parent, "repo");
   fs.cpSync(source, path.join(root, pkg), { recursive: true, filter: (p) => !p.includes("__pycache__") });
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(root, name), text);
   const git = (...args) => execFileSync("git", args, { cwd: root, stdio: "pipe" });
   git("init", "-q", "-b", "main");
   git("add", "-A");
   git("-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "import " + pkg);
   return root;
+}
+
+/** VS Code loads an extension's zh-cn translations only when zh-cn is an installed display language;
+ * the real language pack comes from the marketplace, out of reach here: a pack that adds the
+ * language and translates nothing of VS Code itself stands in for it. */
+function chineseLocalePack(dir) {
+  const out = path.join(dir, "zh-hans-pack.vsix");
+  execFileSync(path.join(extensionRoot, "node_modules/.bin/vsce"),
+    ["package", "--allow-missing-repository", "--skip-license", "-o", out], { cwd: path.join(here, "zh-hans-pack"), stdio: "pipe" });
+  return out;
+}
+
+/** What VS Code writes when a language pack is installed from inside the workbench (the command-line
+ * install does not): the display languages the server may resolve `--locale` to. */
+function registerLanguagePack(userDataDir, extensionsDir) {
+  const manifest = JSON.parse(fs.readFileSync(path.join(here, "zh-hans-pack/package.json"), "utf8"));
+  const id = `${manifest.publisher}.${manifest.name}`.toLowerCase();
+  const folder = path.join(extensionsDir, `${id}-${manifest.version}`);
+  const hash = crypto.createHash("md5").update(id).update(manifest.version).digest("hex");
+  const [localization] = manifest.contributes.localizations;
+  fs.writeFileSync(path.join(userDataDir, "languagepacks.json"), JSON.stringify({
+    [localization.languageId]: { hash, label: localization.localizedLanguageName,
+      extensions: [{ extensionIdentifier: { id }, version: manifest.version }],
+      translations: { vscode: path.join(folder, localization.translations[0].path) } } }));
 }
 
 async function freePort() {
@@ -80,8 +106,10 @@ export async function startVSCode(options = {}) {
   };
   fs.writeFileSync(path.join(dir, "user/User/settings.json"), JSON.stringify(settings, null, 2));
   const common = ["--user-data-dir", path.join(dir, "user"), "--extensions-dir", path.join(dir, "extensions")];
-  execFileSync(codeServer, [...common, "--install-extension", path.join(extensionRoot, "build/zhiyin.vsix")],
-    { env, stdio: "pipe" });
+  const extensions = [path.join(extensionRoot, "build/zhiyin.vsix")];
+  if (options.locale === "zh-cn") extensions.push(chineseLocalePack(dir));
+  for (const vsix of extensions) execFileSync(codeServer, [...common, "--install-extension", vsix], { env, stdio: "pipe" });
+  if (options.locale === "zh-cn") registerLanguagePack(path.join(dir, "user"), path.join(dir, "extensions"));
   const port = await freePort();
   const args = [...common, "--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--disable-telemetry",
     "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override"];
@@ -101,6 +129,14 @@ export async function startVSCode(options = {}) {
   return {
     dir, port, page, browser, child, consoleLines,
     log: () => fs.readFileSync(path.join(dir, "code-server.log"), "utf8"),
+    /** The extension's output (the server's stderr among it). */
+    serverLog: () => {
+      const logs = path.join(dir, "user/logs");
+      const found = fs.readdirSync(logs, { recursive: true }).filter((f) => f.endsWith("zhiyin.zhiyin/Zhiyin.log"));
+      return found.map((f) => fs.readFileSync(path.join(logs, f), "utf8")).join("\n");
+    },
+    /** Process ids of the language servers the extension started. */
+    serverPids: () => descendants(child.pid).filter((pid) => commandLine(pid).includes("zhiyin lsp")),
     async close() {
       await browser.close().catch(() => {});
       try { process.kill(-child.pid, "SIGTERM"); } catch { /* gone */ }
@@ -111,31 +147,60 @@ export async function startVSCode(options = {}) {
   };
 }
 
+function descendants(pid) {
+  const children = new Map();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const ppid = Number(fs.readFileSync(`/proc/${entry}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch { /* exited */ }
+  }
+  const found = [];
+  const queue = [pid];
+  while (queue.length) for (const c of children.get(queue.shift()) ?? []) { found.push(c); queue.push(c); }
+  return found;
+}
+
+function commandLine(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+  } catch {
+    return "";
+  }
+}
+
 export async function screenshot(page, name) {
   fs.mkdirSync(screenshotDir, { recursive: true });
   await page.screenshot({ path: path.join(screenshotDir, name + ".png") });
 }
 
-/** Runs a command from the command palette by its title. */
-export async function runCommand(page, title) {
-  await page.keyboard.press("F1");
+/** The quick input, with `text` typed. A webview (the chat) keeps the keyboard focus in its frame:
+ * the workbench takes it back first. */
+async function quickInput(page, key, text) {
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press(key);
   const input = page.locator(".quick-input-widget input");
   await input.waitFor();
-  await input.fill(">" + title);
+  await input.fill(text);
+  return input;
+}
+
+/** Runs a command from the command palette by its title. */
+export async function runCommand(page, title) {
+  await quickInput(page, "F1", ">" + title);
   await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor({ timeout: 10_000 });
   await page.keyboard.press("Enter");
 }
 
-/** Opens a workspace file with Quick Open and waits for its editor. */
+/** Opens a workspace file with Quick Open and puts the cursor in its editor. */
 export async function openFile(page, relativePath) {
-  await page.keyboard.press("Control+P");
-  const input = page.locator(".quick-input-widget input");
-  await input.waitFor();
-  await input.fill(relativePath);
-  await page.locator(".quick-input-list .monaco-list-row").first().waitFor({ timeout: 15_000 });
+  const name = path.basename(relativePath);
+  await quickInput(page, "Control+P", relativePath);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first().waitFor({ timeout: 15_000 });
   await page.keyboard.press("Enter");
-  await page.locator(`.tab[data-resource-name="${path.basename(relativePath)}"]`).waitFor({ timeout: 15_000 });
-  await page.locator(".monaco-editor .view-lines").first().click();
+  const group = page.locator(`.editor-group-container:has(.tab.active[data-resource-name="${name}"])`);
+  await group.locator(".monaco-editor .view-lines").first().click({ timeout: 15_000 });
 }
 
 /** Polls `check` until it answers a truthy value or `timeoutMs` passes. */

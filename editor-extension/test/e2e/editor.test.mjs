@@ -1,0 +1,136 @@
+// The extension in a real VS Code (code-server 4.100.3 in headless Chromium), installed from the
+// built .vsix, running the real Python server with the default model on a real repository.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { eventually, installCodeServer, makeRepository, openFile, runCommand, screenshot, startVSCode } from "./vscode.mjs";
+import {
+  askInChat, chatFrame, notifications, typeAtEnd, waitForGhostText, waitForModel, waitForNotification, zhiyinStatus,
+} from "./workbench.mjs";
+
+const AGENTS_ZH = "# 约定\n\n- 不要用 `print()` 输出调试信息，统一用 `logging`。\n";
+
+describe("Zhiyin in VS Code", function () {
+  this.timeout(600_000);
+  let vscode, repo, page;
+
+  before(async () => {
+    installCodeServer();
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), "zhiyin-e2e-"));
+    repo = makeRepository(parent, "pathspec", { "AGENTS.md": AGENTS_ZH });
+    vscode = await startVSCode({ folder: repo });
+    page = vscode.page;
+  });
+
+  after(async () => {
+    if (this.ctx.currentTest?.state === "failed") await screenshot(page, "failure-editor");
+    await vscode?.close();
+  });
+
+  afterEach(async function () {
+    if (this.currentTest.state === "failed") {
+      await screenshot(page, `failed-${this.currentTest.title.replace(/\W+/g, "-")}`);
+      console.log(vscode.serverLog().slice(-4000));
+    }
+  });
+
+  it("starts the server and names the model in the status bar", async () => {
+    await openFile(page, "pathspec/util.py");
+    const status = await waitForModel(page);
+    assert.match(status, /SmolLM2-135M/);
+  });
+
+  it("shows ghost text in a Python file, and Tab accepts it", async () => {
+    await typeAtEnd(page, "def normalize_path(path");
+    const { ghost, line } = await waitForGhostText(page);
+    assert.ok(ghost.trim(), "the ghost text is not empty");
+    await screenshot(page, "inline-completion");
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Control+S");
+    const saved = await eventually(() => {
+      const lines = fs.readFileSync(path.join(repo, "pathspec/util.py"), "utf8").split("\n");
+      return lines.find((l) => l.startsWith("def normalize_path(path") && l !== "def normalize_path(path)");
+    }, 10_000, "the accepted completion on disk");
+    assert.equal(saved.trimEnd(), line.trimEnd(), "what was shown is what was inserted");
+    // the editor closed the bracket; a completion that writes `)` itself must not leave two
+    assert.equal(saved.split("(").length, saved.split(")").length, `balanced brackets: ${saved}`);
+    await screenshot(page, "inline-completion-accepted");
+    assert.match(await zhiyinStatus(page), /Last completion: \d+ ms/);
+  });
+
+  it("answers in the chat panel, streaming", async () => {
+    await runCommand(page, "Zhiyin: Open the Chat");
+    const frame = await chatFrame(page);
+    const answer = await askInChat(frame, "What does normalize_file in @pathspec/util.py do?");
+    assert.ok(answer.text.trim().length > 20, answer.text);
+    assert.ok(answer.samples >= 3, `the answer grew while it streamed (${answer.samples} sizes seen)`);
+    await screenshot(page, "chat-panel");
+  });
+
+  it("proposes a repository edit as diffs and applies it when asked", async () => {
+    await runCommand(page, "Zhiyin: Edit the Repository");
+    const input = page.locator(".quick-input-widget input");
+    await input.waitFor();
+    await input.fill("rename normalize_file to normalize_path_of");
+    await page.keyboard.press("Enter");
+    const apply = page.locator(".notifications-toasts .monaco-button", { hasText: "Apply" });
+    await apply.waitFor({ timeout: 120_000 });
+    const tabs = await page.locator(".tab").allTextContents();
+    assert.ok(tabs.some((t) => t.includes("pathspec/util.py (proposed by Zhiyin)")), tabs.join(", "));
+    await screenshot(page, "repository-edit-diff");
+    await apply.click();
+    await page.keyboard.press("Control+K");
+    await page.keyboard.press("S"); // save all: applied edits are unsaved changes, as after a refactoring
+    const util = await eventually(() => {
+      const text = fs.readFileSync(path.join(repo, "pathspec/util.py"), "utf8");
+      return text.includes("def normalize_path_of(") ? text : null;
+    }, 30_000, "the edit on disk");
+    // the definition and every call renamed; the same words in strings and docs are not code
+    const pathspecPy = fs.readFileSync(path.join(repo, "pathspec/pathspec.py"), "utf8");
+    for (const text of [util, pathspecPy]) assert.doesNotMatch(text, /def normalize_file\(|= normalize_file\(/);
+    assert.equal(pathspecPy.match(/= normalize_path_of\(/g).length, 5);
+    assert.ok(util.includes("Use normalize_file() with a"), "a string is left alone");
+    const open = await page.locator(".tab").allTextContents();
+    assert.ok(!open.some((t) => t.includes("proposed by Zhiyin")), "the diffs closed once applied");
+    await screenshot(page, "repository-edit-applied");
+  });
+
+  it("reviews the uncommitted changes into the Problems view", async () => {
+    await openFile(page, "pathspec/util.py");
+    await typeAtEnd(page, "print(sys.argv)  # debug");
+    await page.keyboard.press("Escape"); // no ghost text accepted
+    await page.keyboard.press("Control+S");
+    await runCommand(page, "Zhiyin: Review My Changes");
+    const problems = page.locator(".markers-panel .monaco-list-row");
+    await eventually(async () => (await problems.count()) > 0, 60_000, "problems listed");
+    const rows = (await problems.allTextContents()).join("\n");
+    assert.match(rows, /AGENTS\.md:3/);
+    assert.match(rows, /print/);
+    await screenshot(page, "review-problems");
+  });
+
+  it("restarts a crashed server and says so", async () => {
+    const [pid] = vscode.serverPids();
+    assert.ok(pid, "the language server runs");
+    process.kill(pid, "SIGKILL");
+    await waitForNotification(page, /stopped unexpectedly; restarting it/);
+    await screenshot(page, "server-restarted");
+    await eventually(() => vscode.serverPids().some((p) => p !== pid), 60_000, "a new server process");
+    await waitForModel(page);
+  });
+
+  it("keeps working with a huge file open", async () => {
+    const big = path.join(repo, "pathspec", "generated_table.py");
+    fs.writeFileSync(big, Array.from({ length: 60_000 }, (_, i) => `VALUE_${i} = ${i}  # generated\n`).join(""));
+    await openFile(page, "pathspec/generated_table.py");
+    await typeAtEnd(page, "VALUE_LAST = ");
+    await page.waitForTimeout(3000);
+    assert.equal(await page.locator(".monaco-editor .ghost-text-decoration").count(), 0, "no completion in a huge file");
+    assert.doesNotMatch(await notifications(page), /error|Error/);
+    await openFile(page, "pathspec/pattern.py"); // and completions still come elsewhere
+    await typeAtEnd(page, "def match_all(self, files");
+    await waitForGhostText(page);
+  });
+});
