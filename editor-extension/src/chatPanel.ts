@@ -27,7 +27,18 @@ export interface Selection {
 export class ChatPanel implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
 
-  constructor(private readonly client: ZhiyinClient, private readonly extensionUri: vscode.Uri) {}
+  private readonly subscription: vscode.Disposable;
+
+  constructor(private readonly client: ZhiyinClient, private readonly extensionUri: vscode.Uri) {
+    // the chat server lives in the language server's process: a restarted server has a new address
+    this.subscription = client.onDidChangeState((state) => { if (state === "running") void this.reconnect(); });
+  }
+
+  private async reconnect(): Promise<void> {
+    if (!this.panel) return;
+    const address = await this.client.command<ChatAddress>("zhiyin.openChat");
+    if (address && this.panel) this.panel.webview.html = chatHtml(address.url, vscode.env.language);
+  }
 
   async show(): Promise<vscode.WebviewPanel | undefined> {
     if (this.panel) {
@@ -65,6 +76,7 @@ export class ChatPanel implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.subscription.dispose();
     this.panel?.dispose();
   }
 }

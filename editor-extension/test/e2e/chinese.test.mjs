@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { eventually, installCodeServer, makeRepository, openFile, runCommand, screenshot, startVSCode } from "./vscode.mjs";
+import { eventually, focusWorkbench, installCodeServer, makeRepository, openFile, runCommand, screenshot, startVSCode } from "./vscode.mjs";
 import { chatFrame, waitForModel, waitForNotification } from "./workbench.mjs";
 
 const CJK = /[\u4e00-\u9fff]/;
@@ -32,7 +32,7 @@ describe("Zhiyin in VS Code, in Chinese", function () {
     const rows = page.locator(".quick-input-list .monaco-list-row");
     const titles = await eventually(async () => { // the extension's manifest is read a moment after start
       await page.keyboard.press("Escape");
-      await page.evaluate(() => document.activeElement?.blur());
+      await focusWorkbench(page);
       await page.keyboard.press("F1");
       await page.locator(".quick-input-widget input").fill(">知音");
       await page.waitForTimeout(500);

@@ -12,6 +12,17 @@ import {
 
 const AGENTS_ZH = "# 约定\n\n- 不要用 `print()` 输出调试信息，统一用 `logging`。\n";
 
+/** Opens `file` and selects `count` lines from the first that starts with `start`. */
+async function selectLines(page, repo, file, start, count) {
+  const line = fs.readFileSync(path.join(repo, file), "utf8").split("\n").findIndex((l) => l.startsWith(start)) + 1;
+  assert.ok(line > 0, `${start} in ${file}`);
+  await openFile(page, file);
+  await page.keyboard.press("Control+G");
+  await page.keyboard.type(String(line));
+  await page.keyboard.press("Enter");
+  for (let i = 0; i < count; i++) await page.keyboard.press("Shift+ArrowDown");
+}
+
 describe("Zhiyin in VS Code", function () {
   this.timeout(600_000);
   let vscode, repo, page;
@@ -111,6 +122,36 @@ describe("Zhiyin in VS Code", function () {
     await screenshot(page, "review-problems");
   });
 
+  it("explains the selection in the chat, from the editor", async () => {
+    await selectLines(page, repo, "pathspec/pattern.py", "class Pattern", 4);
+    await runCommand(page, "Zhiyin: Explain the Selection");
+    const frame = await chatFrame(page);
+    const question = frame.locator(".message.user").last();
+    await eventually(async () => (await question.innerText()).includes("Explain what this code does."), 30_000,
+      "the question in the chat");
+    const answer = frame.locator(".message.assistant").last();
+    await eventually(async () => !(await answer.evaluate((el) => el.classList.contains("streaming")))
+      && (await answer.locator(".body").innerText()).trim().length > 0, 180_000, "the answer");
+    await screenshot(page, "explain-selection");
+  });
+
+  it("remembers a convention from the selection and lists it with the project memory", async () => {
+    await selectLines(page, repo, "pathspec/util.py", "def normalize_path_of(", 3);
+    await runCommand(page, "Zhiyin: Remember as a Convention");
+    await waitForNotification(page, /Zhiyin will remember this convention \(#\d+\)/);
+    await runCommand(page, "Zhiyin: Show the Project Memory");
+    const rows = page.locator(".quick-input-list .monaco-list-row");
+    const listed = await eventually(async () => {
+      const text = (await rows.allTextContents()).join("\n");
+      return /#\d+ /.test(text) ? text : null;
+    }, 15_000, "the memories");
+    assert.match(listed, /convention/);
+    assert.match(listed, /pathspec\/util\.py:\d+/);
+    await screenshot(page, "project-memory");
+    await page.keyboard.press("Enter"); // opens the cited lines
+    await page.locator('.tab.active[data-resource-name="util.py"]').waitFor();
+  });
+
   it("restarts a crashed server and says so", async () => {
     const [pid] = vscode.serverPids();
     assert.ok(pid, "the language server runs");
@@ -119,6 +160,8 @@ describe("Zhiyin in VS Code", function () {
     await screenshot(page, "server-restarted");
     await eventually(() => vscode.serverPids().some((p) => p !== pid), 60_000, "a new server process");
     await waitForModel(page);
+    const frame = await chatFrame(page); // the chat panel follows the new server
+    await eventually(async () => /Ready/.test(await frame.locator("#status").innerText()), 30_000, "the chat connected again");
   });
 
   it("keeps working with a huge file open", async () => {

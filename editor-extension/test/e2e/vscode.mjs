@@ -175,10 +175,15 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: path.join(screenshotDir, name + ".png") });
 }
 
-/** The quick input, with `text` typed. A webview (the chat) keeps the keyboard focus in its frame:
- * the workbench takes it back first. */
+/** Gives the keyboard back to the workbench: a webview (the chat) keeps it in its frame otherwise.
+ * A click on the side bar's title does nothing else. */
+export async function focusWorkbench(page) {
+  await page.locator(".part.sidebar .composite.title").first().click();
+}
+
+/** The quick input, with `text` typed. */
 async function quickInput(page, key, text) {
-  await page.evaluate(() => document.activeElement?.blur());
+  await focusWorkbench(page);
   await page.keyboard.press(key);
   const input = page.locator(".quick-input-widget input");
   await input.waitFor();
@@ -196,11 +201,16 @@ export async function runCommand(page, title) {
 /** Opens a workspace file with Quick Open and puts the cursor in its editor. */
 export async function openFile(page, relativePath) {
   const name = path.basename(relativePath);
-  await quickInput(page, "Control+P", relativePath);
-  await page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first().waitFor({ timeout: 15_000 });
-  await page.keyboard.press("Enter");
   const group = page.locator(`.editor-group-container:has(.tab.active[data-resource-name="${name}"])`);
-  await group.locator(".monaco-editor .view-lines").first().click({ timeout: 15_000 });
+  await eventually(async () => { // again if a keystroke went to a webview that had just taken the focus
+    await quickInput(page, "Control+P", relativePath);
+    const row = page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first();
+    await row.waitFor({ timeout: 10_000 });
+    await row.click(); // not Enter: a recently opened file may be the highlighted row
+    await group.locator(".monaco-editor .view-lines:visible").first().waitFor({ timeout: 5_000 });
+    return true;
+  }, 45_000, `${relativePath} open`);
+  await group.locator(".monaco-editor .view-lines:visible").first().click(); // a hidden diff editor may come first
 }
 
 /** Polls `check` until it answers a truthy value or `timeoutMs` passes. */
