@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install browser llama-server run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-baselines catalogs clean
+.PHONY: install browser llama-server extension run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,11 +41,29 @@ $(LLAMA_STAMP):
 
 llama-server: $(LLAMA_STAMP)
 
+# The VS Code extension and what its end-to-end tests drive: a real VS Code (code-server 4.100.3,
+# whose native modules build here: build-essential, pkg-config, libkrb5-dev; Debian's ripgrep) in the
+# Chromium of the browser target. apt-get needs root; otherwise it says what to install.
+EXTENSION_PACKAGES := build-essential pkg-config libkrb5-dev ripgrep
+EXTENSION_STAMP := editor-extension/node_modules/.installed
+$(EXTENSION_STAMP): editor-extension/package-lock.json editor-extension/test/code-server/package-lock.json
+	@missing=""; for p in $(EXTENSION_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+			{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }; \
+		else echo "Run: sudo apt-get install$$missing (the extension's tests need them)"; exit 1; fi; fi
+	npm ci --silent --prefix editor-extension
+	editor-extension/test/code-server/install.sh
+	touch $@
+
+extension: $(EXTENSION_STAMP)
+
 run: install
 	$(VENV)/bin/zhiyin serve
 
-test: install browser llama-server
+test: install browser llama-server extension
 	$(PY) -m pytest -q
+	npm test --prefix editor-extension
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
