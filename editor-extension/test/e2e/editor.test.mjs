@@ -71,6 +71,44 @@ describe("Zhiyin in VS Code", function () {
     assert.match(await zhiyinStatus(page), /Last completion: \d+ ms/);
   });
 
+  it("accepts ghost text a line (Ctrl+Down) or a word (Ctrl+Right) at a time", async () => {
+    // the line that starts with `typed` as the document has it: ghost text left out
+    const documentLine = (typed) => page.evaluate((start) => {
+      for (const line of document.querySelectorAll(".monaco-editor.focused .view-line")) {
+        const copy = line.cloneNode(true);
+        copy.querySelectorAll("[class*=ghost-text]").forEach((g) => g.remove());
+        const text = copy.textContent.replace(/\u00a0/g, " ").trimStart(); // the editor may indent it
+        if (text.startsWith(start)) return text;
+      }
+      return null;
+    }, typed);
+    await openFile(page, "pathspec/pattern.py");
+    const first = "def compile_patterns(lines";
+    await typeAtEnd(page, first);
+    const shown = (await waitForGhostText(page)).line.trim();
+    // a line; VS Code accepts it in parts around the bracket the editor closed itself
+    let line = await documentLine(first);
+    for (let presses = 0; presses < 3 && line.trimEnd() !== shown; presses++) {
+      const before = line;
+      await page.keyboard.press("Control+ArrowDown");
+      line = await eventually(async () => ((l) => (l !== before ? l : null))(await documentLine(first)), 10_000, "more accepted");
+      assert.ok(shown.startsWith(line.trimEnd().replace(/\)$/, "")), `${line} is part of ${shown}`);
+    }
+    assert.equal(line.trimEnd(), shown);
+
+    const second = "def match_patterns(patterns";
+    await typeAtEnd(page, second);
+    const whole = (await waitForGhostText(page)).line.trim();
+    await page.keyboard.press("Control+ArrowRight");
+    const partial = await eventually(async () => ((l) => (l !== second + ")" ? l : null))(await documentLine(second)),
+      10_000, "a word accepted");
+    const accepted = partial.slice(second.length).replace(/\)$/, ""); // the auto-closed bracket stays after the cursor
+    assert.ok(accepted.trim() && whole.startsWith(second + accepted), `${partial} begins ${whole}`);
+    assert.ok((second + accepted).length < whole.length, "a word, not the whole line");
+    await page.keyboard.press("Escape");
+    await page.keyboard.press("Control+S");
+  });
+
   it("answers in the chat panel, streaming", async () => {
     await runCommand(page, "Zhiyin: Open the Chat");
     const frame = await chatFrame(page);

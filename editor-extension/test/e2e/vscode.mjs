@@ -176,9 +176,11 @@ export async function screenshot(page, name) {
 }
 
 /** Gives the keyboard back to the workbench: a webview (the chat) keeps it in its frame otherwise.
- * A click on the side bar's title does nothing else. */
+ * A click on the empty middle of the activity bar does nothing else. */
 export async function focusWorkbench(page) {
-  await page.locator(".part.sidebar .composite.title").first().click();
+  const bar = page.locator(".part.activitybar");
+  const box = await bar.boundingBox();
+  await bar.click({ position: { x: box.width / 2, y: box.height / 2 } });
 }
 
 /** The quick input, with `text` typed. */
@@ -204,7 +206,9 @@ export async function openFile(page, relativePath) {
   const group = page.locator(`.editor-group-container:has(.tab.active[data-resource-name="${name}"])`);
   await eventually(async () => { // again if a keystroke went to a webview that had just taken the focus
     await quickInput(page, "Control+P", relativePath);
-    const row = page.locator(".quick-input-list .monaco-list-row", { hasText: name }).first();
+    const exactName = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
+    const row = page.locator(".quick-input-list .monaco-list-row")
+      .filter({ has: page.locator(".label-name", { hasText: exactName }) }).first();
     await row.waitFor({ timeout: 10_000 });
     await row.click(); // not Enter: a recently opened file may be the highlighted row
     await group.locator(".monaco-editor .view-lines:visible").first().waitFor({ timeout: 5_000 });
