@@ -36,19 +36,16 @@ class ReviewDiagnostics:
         self.published: set[str] = set()
 
     def publish(self, root: Path, result: ReviewResult,
-                send: Callable[[types.PublishDiagnosticsParams], None]) -> list[types.PublishDiagnosticsParams]:
+                send: Callable[[types.PublishDiagnosticsParams], None]) -> None:
         """Sends one `publishDiagnostics` per file with findings, and an empty one per file that had
-        findings last time and has none now; answers what it sent."""
+        findings last time and has none now."""
         by_uri: dict[str, list[types.Diagnostic]] = {}
         for finding in result.findings:
             uri = from_fs_path(str(root / finding.path))
             by_uri.setdefault(uri, []).append(diagnostic(finding))
-        sent = [types.PublishDiagnosticsParams(uri=uri, diagnostics=by_uri.get(uri, []))
-                for uri in sorted(self.published | set(by_uri))]
-        for params in sent:
-            send(params)
+        for uri in sorted(self.published | set(by_uri)):
+            send(types.PublishDiagnosticsParams(uri=uri, diagnostics=by_uri.get(uri, [])))
         self.published = set(by_uri)
-        return sent
 
 
 def diagnostic(finding: Finding) -> types.Diagnostic:

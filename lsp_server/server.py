@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from contextlib import nullcontext
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
+from engine.errors import EngineError
+from engram.portable import memory_to_json
 from lsp_server.chat_link import ChatThread
 from lsp_server.code_actions import (
     EXPLAIN_COMMAND,
@@ -36,8 +39,6 @@ from lsp_server.progress import Progress
 from lsp_server.repository_edits import RepositoryEdits
 from lsp_server.review_diagnostics import MAX_SECONDS, ReviewDiagnostics, summary
 from lsp_server.settings import Settings, parse_settings
-from engine.errors import EngineError
-from engram.portable import memory_to_json
 from zhiyin.backends import Backends
 from zhiyin.diffs import read_diff
 from zhiyin.edits import EditPlan
@@ -299,9 +300,10 @@ async def review_working_tree(server: ZhiyinServer, *args: Any) -> dict:
     def run():
         changes = read_diff(root, "HEAD", worktree=True)
         engine = server.backends.wait_for_engine(MAX_SECONDS, threading.Event()) if with_model else None
-        with server.backends.index_for_reading() as index:
+        # the index (context for the model) is held only while the model reviews: updates wait meanwhile
+        with server.backends.index_for_reading() if engine is not None else nullcontext() as index:
             return review(root, changes, "HEAD", memory=server.backends.memory(), max_seconds=MAX_SECONDS,
-                          engine=engine, index=index if engine is not None else None)
+                          engine=engine, index=index)
 
     try:
         result = await asyncio.get_running_loop().run_in_executor(None, run)

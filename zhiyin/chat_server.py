@@ -113,7 +113,7 @@ class ChatServer:
     port: int = 0
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     allowed_origins: tuple[str, ...] = ()  # more page origins, e.g. an editor's webview host
-    frame_ancestors: tuple[str, ...] = ()  # CSP sources of pages that may frame the chat page, besides those
+    frame_ancestors: tuple[str, ...] = ()  # more CSP sources that may frame the page (patterns, e.g. a port range)
     editor: EditorLink | None = None
     progress: Callable[[], list[dict]] = list  # long work going on, for the status message
     _server: Server | None = None

@@ -228,6 +228,9 @@ def _drop_repeated_lines(text: str) -> str:
     return "\n".join(out)
 
 
+_CLOSERS = frozenset(")]}\"'`;:, ")  # what an editor closes or a line ends with, after the cursor
+
+
 def absorbed_suffix(text: str, suffix: str) -> int:
     """How many characters after the cursor the completion replaces: the rest of the line when it
     holds only closing brackets and quotes (an editor's auto-closed `)`) that the completion's first
@@ -237,9 +240,6 @@ def absorbed_suffix(text: str, suffix: str) -> int:
         return 0
     first_line = iter(text.split("\n", 1)[0])
     return len(head) if all(ch in first_line for ch in head.strip()) else 0  # a subsequence, in order
-
-
-_CLOSERS = frozenset(")]}\"'`;:, ")
 
 
 def _without_suffix_overlap(text: str, suffix: str) -> str:

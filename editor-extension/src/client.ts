@@ -76,7 +76,7 @@ export class ZhiyinClient implements vscode.Disposable {
       },
       middleware: {
         provideInlineCompletionItems: async (document, position, context, token, next) => {
-          if (!this.inlineEnabled || document.getText().length > maxDocumentChars()) return null;
+          if (!this.inlineEnabled || documentLength(document) > maxDocumentChars()) return null;
           const started = Date.now();
           const result = await next(document, position, context, token);
           const items = Array.isArray(result) ? result : result?.items;
@@ -195,6 +195,11 @@ async function hasZhiyin(python: string, cwd: string): Promise<boolean> {
   return await new Promise((resolve) => {
     execFile(python, ["-c", "import zhiyin"], { cwd, timeout: 30_000 }, (error) => resolve(!error));
   });
+}
+
+/** The document's length without copying its text (this runs on every keystroke). */
+function documentLength(document: vscode.TextDocument): number {
+  return document.offsetAt(document.lineAt(document.lineCount - 1).range.end);
 }
 
 function maxDocumentChars(): number {

@@ -59,7 +59,7 @@ export async function editRepository(client: ZhiyinClient, proposed: ProposedCon
   }
   const apply = vscode.l10n.t("Apply");
   const choice = await vscode.window.showInformationMessage(
-    vscode.l10n.t("Apply Zhiyin's edit to {0} files?", plan.previews.length), { modal: false }, apply,
+    vscode.l10n.t("Apply Zhiyin's edit to {0} files?", plan.previews.length), apply,
     vscode.l10n.t("Discard"));
   if (choice === apply) await client.command("zhiyin.applyEdits", plan); // the server says how it went
   await closeProposals();
