@@ -206,11 +206,15 @@ export async function openFile(page, relativePath) {
   const group = page.locator(`.editor-group-container:has(.tab.active[data-resource-name="${name}"])`);
   await eventually(async () => { // again if a keystroke went to a webview that had just taken the focus
     await quickInput(page, "Control+P", relativePath);
-    const exactName = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
-    const row = page.locator(".quick-input-list .monaco-list-row")
-      .filter({ has: page.locator(".label-name", { hasText: exactName }) }).first();
-    await row.waitFor({ timeout: 10_000 });
-    await row.click(); // not Enter: a recently opened file may be the highlighted row
+    await page.locator(".quick-input-list .monaco-list-row .label-name", { hasText: name }).first().waitFor({ timeout: 10_000 });
+    await page.waitForTimeout(300); // file search results arrive in batches and reorder the list
+    // move the focus to the row named exactly so, then open it (a click could land on a row just replaced)
+    for (let step = 0; step < 10; step++) {
+      const focused = await page.locator(".quick-input-list .monaco-list-row.focused .label-name").first().textContent();
+      if (focused?.trim() === name) break;
+      await page.keyboard.press("ArrowDown");
+    }
+    await page.keyboard.press("Enter");
     await group.locator(".monaco-editor .view-lines:visible").first().waitFor({ timeout: 5_000 });
     return true;
   }, 45_000, `${relativePath} open`);
