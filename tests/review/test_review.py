@@ -10,10 +10,11 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
-from markdown_it import MarkdownIt
 import pathspec
 import pytest
+from markdown_it import MarkdownIt
 
+from tests.review import rdjson_consumer
 from tests.test_cli import CJK, assert_one_line_error, zhiyin
 
 SARIF_SCHEMA = json.loads((Path(__file__).parent / "sarif-2.1.0.json").read_text(encoding="utf-8"))
@@ -115,14 +116,19 @@ def test_every_format_round_trips_through_its_consumer(repo: Path) -> None:
     annotation = re.fullmatch(r"::warning file=([^,]+),line=(\d+),endLine=(\d+),title=(\w+)::(.+)", github[0])
     assert annotation and annotation.group(1) == "pathspec/util.py" and annotation.group(4) == "convention"
 
-    rdjson = json.loads(review(repo, "--base", base, "--format", "rdjson").stdout)
-    [diagnostic] = rdjson["diagnostics"]
-    assert diagnostic["severity"] == "WARNING" and diagnostic["location"]["path"] == "pathspec/util.py"
-    assert diagnostic["suggestions"][0]["text"] == "    logging(text.upper())\n"
+    rdjson = rdjson_consumer.parse(review(repo, "--base", base, "--format", "rdjson").stdout)  # as reviewdog reads it
+    [diagnostic] = rdjson.diagnostics
+    assert rdjson_consumer.severity_name(diagnostic.severity) == "WARNING"
+    assert diagnostic.location.path == "pathspec/util.py" and diagnostic.code.value
+    [suggestion] = diagnostic.suggestions
+    fixed = rdjson_consumer.apply_suggestion((repo / "pathspec" / "util.py").read_text(encoding="utf-8"), suggestion)
+    assert fixed.endswith("def shout(text):\n    logging(text.upper())\n")
+    with pytest.raises(rdjson_consumer.json_format.ParseError):  # the consumer is strict: a typo would not pass
+        rdjson_consumer.parse('{"diagnostics": [{"message": "x", "severity": "WARN"}]}')
 
     markdown = review(repo, "--base", base, "--format", "markdown").stdout
     tokens = MarkdownIt().parse(markdown)  # what a PR comment renders: a heading, then one item per finding
-    assert [t.content for t in tokens if t.type == "inline"][0] == "Zhiyin review"
+    assert next(t.content for t in tokens if t.type == "inline") == "Zhiyin review"
     items = [t.content for t in tokens if t.type == "inline" and "pathspec/util.py:" in t.content]
     assert len(items) == 1 and "convention" in items[0]
     out = repo.parent / "report.sarif"
