@@ -21,6 +21,7 @@ class AttentionMetadata:
     context_len: int  # tokens visible after this step, new ones included
     block_size: int
     first_block: int | None  # set when block_table is one consecutive run: the KV is a view
+    sparse_budget: object = None  # the sequence's SparseBudget (sparse decoding's feedback loop), if any
     slot_blocks: torch.Tensor = field(init=False)  # [T] int64: slot_mapping // block_size
     slot_offsets: torch.Tensor = field(init=False)  # [T] int64: slot_mapping % block_size
     _bags: dict = field(default_factory=dict, repr=False)  # decode row indices, built by the first layer
@@ -34,14 +35,15 @@ class AttentionMetadata:
         return self.slot_mapping.numel()
 
     @classmethod
-    def for_step(cls, block_ids: list[int], start: int, num_new: int, block_size: int) -> "AttentionMetadata":
+    def for_step(cls, block_ids: list[int], start: int, num_new: int, block_size: int,
+                 sparse_budget: object = None) -> "AttentionMetadata":
         positions = torch.arange(start, start + num_new)
         table = torch.tensor(block_ids, dtype=torch.long)
         slots = table[positions // block_size] * block_size + positions % block_size
         contiguous = block_ids[-1] - block_ids[0] == len(block_ids) - 1 and all(
             b - a == 1 for a, b in zip(block_ids, block_ids[1:])
         )
-        return cls(table, slots, start + num_new, block_size, block_ids[0] if contiguous else None)
+        return cls(table, slots, start + num_new, block_size, block_ids[0] if contiguous else None, sparse_budget)
 
     def decode_bags(self, num_kv_heads: int, group: int, head_dim: int, num_pool_blocks: int) -> tuple:
         """Rows and bag offsets of `torch.embedding_bag` into one layer's flattened pools (any layer).

@@ -25,11 +25,12 @@ class KVCache:
         self.v = torch.empty(num_layers, num_kv_heads, num_blocks * block_size, head_dim, dtype=dtype)
         self.sparse_pools: list[SparsePools | None] | None = None  # per layer, for sparse decode
 
-    def enable_sparse(self, layers: set[int]) -> None:
-        """Keeps block bounds and FP8 copies for `layers` (the ones that decode sparsely)."""
+    def enable_sparse(self, layers: set[int], unrotated: bool = False) -> None:
+        """Keeps block bounds and FP8 copies for `layers` (the ones that decode sparsely); `unrotated`:
+        also of the keys before RoPE (for contexts past the trained positions, which remap them)."""
         _, num_kv_heads, num_blocks, head_dim, block_size = self.k.shape
-        self.sparse_pools = [SparsePools(num_kv_heads, num_blocks, head_dim, block_size) if i in layers else None
-                             for i in range(self.k.shape[0])]
+        self.sparse_pools = [SparsePools(num_kv_heads, num_blocks, head_dim, block_size, unrotated) if i in layers
+                             else None for i in range(self.k.shape[0])]
 
     @staticmethod
     def bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:

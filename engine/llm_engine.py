@@ -20,6 +20,7 @@ from engine.sampling import SamplingParams
 from engine.scheduler import GenerationChunk, GenerationStats, Request, Scheduler
 from engine.sequence import Sequence
 from engine.sparse_attention import SparseConfig
+from engine.sparse_budget import SparseBudget
 from engine.text_stream import TextStream
 from engine.tokenizer import Tokenizer
 
@@ -151,7 +152,7 @@ class LLMEngine:
         """The next-token logits [len - first, V] at positions first-1 … len-2: the prompt up to
         `first` prefilled, then each later token fed one decode step at a time (the path sparse
         attention takes), as evaluation does. Not for use beside live requests."""
-        seq = Sequence(list(token_ids[:first]))
+        seq = self._sequence(token_ids[:first])
         seq.reserve(self.blocks, len(token_ids))
         try:
             rows = [self._prefill_all(seq)]
@@ -190,11 +191,15 @@ class LLMEngine:
         if not params.ignore_eos and self.tokenizer.eos_id is not None:
             stop_ids.add(self.tokenizer.eos_id)
         return Request(
-            seq=Sequence(list(prompt_ids)), params=params, cancel=cancel or threading.Event(),
+            seq=self._sequence(prompt_ids), params=params, cancel=cancel or threading.Event(),
             stream=TextStream(self.tokenizer, params.stop), stop_ids=stop_ids,
             max_len=min(len(prompt_ids) + params.max_tokens, self.max_context),
             generator=torch.Generator().manual_seed(params.seed) if params.seed is not None else None,
             stats=GenerationStats(num_prompt_tokens=len(prompt_ids)))
+
+    def _sequence(self, token_ids: list[int]) -> Sequence:
+        budget = SparseBudget(self.model.sparse) if self.model.sparse is not None else None
+        return Sequence(list(token_ids), sparse_budget=budget)
 
     def _prefill_step(self, request: Request, start: int, end: int) -> torch.Tensor:
         return self._step(request.seq, start, end)
@@ -205,8 +210,8 @@ class LLMEngine:
             seq = requests[0].seq
             return self._step(seq, len(seq) - 1, len(seq))[None]
         seqs = [r.seq for r in requests]
-        batch = BatchMetadata([AttentionMetadata.for_step(s.block_ids, len(s) - 1, 1, self.kv.block_size)
-                               for s in seqs])
+        batch = BatchMetadata([AttentionMetadata.for_step(s.block_ids, len(s) - 1, 1, self.kv.block_size,
+                                                          s.sparse_budget) for s in seqs])
         input_ids = torch.tensor([s.token_ids[-1] for s in seqs], dtype=torch.long)
         positions = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
         logits = self.model(input_ids, positions, self.kv, batch, logits_for=torch.arange(len(seqs)))
@@ -218,7 +223,7 @@ class LLMEngine:
     def _step(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
         """Runs tokens [start, end) of `seq` through the model; returns the last token's logits [V]."""
         seq.reserve(self.blocks, end)
-        meta = AttentionMetadata.for_step(seq.block_ids, start, end - start, self.kv.block_size)
+        meta = AttentionMetadata.for_step(seq.block_ids, start, end - start, self.kv.block_size, seq.sparse_budget)
         input_ids = torch.tensor(seq.token_ids[start:end], dtype=torch.long)
         positions = torch.arange(start, end)
         logits = self.model(input_ids, positions, self.kv, meta)

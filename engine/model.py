@@ -5,6 +5,7 @@ Imports nothing of the engine but its config, RoPE and attention. The KV cache a
 """
 
 import functools
+from dataclasses import replace
 from collections.abc import Callable
 
 import torch
@@ -91,9 +92,11 @@ class LayerStep:
     """
 
     def __init__(self, layer: DecoderLayer, sparse: SparseConfig | None = None,
-                 counter: SparseCounter | None = None, index: int = -1) -> None:
+                 counter: SparseCounter | None = None, index: int = -1, rope: RotaryEmbedding | None = None) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.sparse, self.counter, self.index = sparse, counter, index  # sparse decode for this layer, when set
+        self.probing = replace(sparse, probe=True) if sparse is not None else None
+        self.rope = rope  # remaps far keys' positions in sparse decode
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         self.input_norm, self.post_norm = ((norm.weight, norm.eps, norm.out_dtype) for norm in norms)
         self.qkv, self.o = as_function(attn.qkv_proj), as_function(attn.o_proj)
@@ -111,9 +114,9 @@ class LayerStep:
         v = qkv[:, num_qk:]  # [T, Hkv, D]
         write_kv(k_cache, v_cache, k, v, meta)
         if pools is not None:
-            pools.write(k, v, meta)
+            pools.write(k, v, meta, qkv[:, self.num_heads : num_qk])
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
-            out = self._sparse_decode(q, k_cache, v_cache, meta, pools)
+            out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools)
         else:
             out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
         x.add_(self.o(out.reshape(num_tokens, -1)))
@@ -121,14 +124,19 @@ class LayerStep:
         return x.add_(self.down(F.silu(gate) * up))
 
 
-    def _sparse_decode(self, q, k_cache, v_cache, meta, pools: SparsePools | None) -> torch.Tensor:
+    def _sparse_decode(self, q, q_unrotated, k_cache, v_cache, meta, pools: SparsePools | None) -> torch.Tensor:
         """One token per sequence. With the layer's pools, reads only what it selects (dense when
-        the context is short); without them, or when probing, the reference reads the whole cache."""
+        the context is short); without them, the reference reads the whole cache. A probe step (the
+        feedback loop's, or every step when the config probes) also measures the exact masses."""
         metas = meta.metas if isinstance(meta, BatchMetadata) else [meta]
         outs = []
         for i, m in enumerate(metas):
-            if pools is not None and not self.sparse.probe:
-                done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse)
+            feedback = m.sparse_budget
+            budget = feedback.budget(self.index) if feedback is not None else None
+            probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index))
+            if pools is not None:
+                done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse, budget, probing,
+                                           q_unrotated[i], self.rope)
                 if done is None:
                     outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
                     self.counter.dense_steps += 1
@@ -137,8 +145,11 @@ class LayerStep:
             else:
                 keys = gather_keys(k_cache, m, m.context_len)
                 values = gather_values(v_cache, m, m.context_len)
-                out, stats = sparse_decode(q[i], keys, values, self.scale, self.sparse)
+                out, stats = sparse_decode(q[i], keys, values, self.scale, self.probing if probing else self.sparse,
+                                           budget, self.rope)
             self.counter.add(stats, self.index)
+            if feedback is not None:
+                feedback.observe(self.index, stats)
             outs.append(out)
         return torch.stack(outs)
 
@@ -171,7 +182,7 @@ class Transformer(nn.Module):
         if self._steps is None:
             sparse = self.sparse
             self._steps = [LayerStep(layer, sparse if sparse and i not in sparse.dense_layers else None,
-                                     self.sparse_counter, i) for i, layer in enumerate(self.layers)]
+                                     self.sparse_counter, i, self.rotary) for i, layer in enumerate(self.layers)]
         pools = kv.sparse_pools or [None] * len(self._steps)
         for step, k_cache, v_cache, layer_pools in zip(self._steps, kv.k, kv.v, pools):
             x = step(x, cos, sin, k_cache, v_cache, meta, layer_pools)

@@ -36,6 +36,7 @@ class GenerationStats:
     queue_s: float = 0.0  # waiting for a turn before the prefill started
     time_to_first_token_s: float = 0.0  # the prefill, from its start
     decode_s: float = 0.0
+    sparse: dict | None = None  # sparse decoding's metrics (SparseBudget.metrics) when it ran
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -224,6 +225,8 @@ class Scheduler:
     def _finish(self, request: Request, reason: str) -> None:
         if request.decode_started:
             request.stats.decode_s = time.perf_counter() - request.decode_started
+        if request.seq.sparse_budget is not None and request.seq.sparse_budget.layer_steps:
+            request.stats.sparse = request.seq.sparse_budget.metrics()
         request.seq.free(self.blocks)
         request.out.put(GenerationChunk(request.stream.finish(), [], reason, request.stats))
         request.out.put(None)

@@ -4,14 +4,16 @@ One decode query attends, per KV head, only the key blocks that matter:
 - always: the attention sinks (the first tokens) and the local window (the last tokens);
 - of the blocks between, a scorer picks the budget in two stages: Quest's upper bound per block
   (sum over channels of max(q·min, q·max), from each block's channel-wise key bounds), then, for a
-  candidate set a few times the budget, the block's exact log-sum-exp of q·k on FP8 keys;
-- the best-scoring selected blocks (and sinks and window) are attended in the cache dtype, the next
-  band on FP8 keys and values (per-token, per-head power-of-two scales), the rest skipped; the two
-  partial results are merged by log-sum-exp.
-Scores are summed over the query heads of a GQA group: one selection per KV head.
+  candidate set a few times the budget, each block's exact attention share on FP8 keys (per query
+  head, normalised over the candidates, summed over the GQA group: one selection per KV head);
+- precision by importance: the sinks, the window's newest tokens and the best-scoring selected
+  blocks are read in the cache dtype; the rest of the window and the next band of selected blocks
+  in FP8 e4m3 (per-token, per-head power-of-two scales); everything else is skipped. The two parts
+  are merged by log-sum-exp.
 
 Non-finite keys never reach the output: their tokens are masked out. The returned `SparseStats`
-say what was attended: the Quest bound gives a lower bound of the attention mass captured.
+say what was attended and estimate the attention mass captured (attended against the candidates
+left out), which the feedback loop (`sparse_budget.py`) holds at a target by moving the budget.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.rope import apply_rotary
+
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
+_FP8_TABLE = torch.arange(256, dtype=torch.uint8).view(FP8).float().nan_to_num(0.0)
 
 
 @dataclass(frozen=True)
@@ -29,15 +34,75 @@ class SparseConfig:
     block_size: int = 64
     sink_tokens: int = 64
     window_tokens: int = 2048
-    budget_tokens: int = 2048  # selected between the sinks and the window
-    high_precision_share: float = 0.25  # of the budget attended in the cache dtype; the rest in FP8
+    recent_tokens: int = 512  # the window's newest tokens, in the cache dtype; older window tokens in FP8
+    budget_tokens: int = 2048  # selected between the sinks and the window (where the feedback loop starts)
+    high_precision_share: float = 0.25  # of the budget attended in the cache dtype; 1.0: no FP8 anywhere
     candidates: int = 4  # stage two scores this many times the budget, on FP8 keys
     dense_layers: tuple[int, ...] = (0,)  # layers whose attention is diffuse (the default model's layer 0)
-    probe: bool = False  # also compute the exact attention mass captured, and an oracle's (benchmarks)
+    target_mass: float | None = 0.95  # the feedback loop holds the captured mass here; None: a fixed budget
+    min_budget_tokens: int = 256
+    max_budget_tokens: int = 8192
+    probe_every: int = 32  # the feedback loop's exact probe (a dense read), every this many steps of a layer
+    remap_beyond: int | None = None  # longer contexts attend sinks and middle blocks as if just past the window
+    probe: bool = False  # probe every step: exact masses and an oracle's (benchmarks, tests)
 
     def __post_init__(self) -> None:
-        assert self.sink_tokens % self.block_size == 0 and self.window_tokens % self.block_size == 0
+        bs = self.block_size
+        assert self.sink_tokens % bs == 0 and self.window_tokens % bs == 0 and self.recent_tokens % bs == 0
+        assert self.recent_tokens > 0  # more than the window: the whole window in the cache dtype
         assert 0 <= self.high_precision_share <= 1 and self.candidates >= 1
+        assert bs <= self.min_budget_tokens <= self.max_budget_tokens
+
+    @property
+    def uses_fp8(self) -> bool:
+        return self.high_precision_share < 1
+
+    def remaps(self, length: int) -> bool:
+        """Past the positions a model was trained on, dense attention breaks down (RoPE rotations it
+        never saw): sinks and selected blocks are then attended as if they sat just past the window,
+        at distance `window_tokens` (InfLLM); the window keeps its true positions."""
+        return self.remap_beyond is not None and length > self.remap_beyond
+
+    def runs_dense(self, length: int) -> bool:
+        """Short contexts are attended whole: there is nothing worth skipping."""
+        return length <= self.sink_tokens + self.window_tokens + self.budget_tokens
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The roles of a context's logical blocks: sinks, the middle the scorer chooses among, the window
+    (its older part read in FP8 when FP8 is on, its newest part in the cache dtype)."""
+
+    num_blocks: int
+    sink_blocks: int
+    window_first: int
+    recent_first: int
+
+    @classmethod
+    def of(cls, length: int, config: SparseConfig) -> Layout:
+        bs = config.block_size
+        sink_blocks = config.sink_tokens // bs
+        window_first = max(sink_blocks, (length - config.window_tokens) // bs)  # whole blocks
+        recent_first = max(window_first, (length - min(config.recent_tokens, config.window_tokens)) // bs)
+        return cls(-(-length // bs), sink_blocks, window_first, recent_first)
+
+    @property
+    def middle(self) -> torch.Tensor:
+        return torch.arange(self.sink_blocks, self.window_first)
+
+    @property
+    def sinks(self) -> torch.Tensor:
+        return torch.arange(self.sink_blocks)
+
+    def window(self, fp8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window's blocks (read in the cache dtype, read in FP8): with FP8, the older part in FP8."""
+        recent, older = torch.arange(self.recent_first, self.num_blocks), torch.arange(self.window_first, self.recent_first)
+        return (torch.cat([older, recent]), older[:0]) if not fp8 else (recent, older)
+
+    def fixed(self, fp8: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(blocks always read in the cache dtype, blocks always read in FP8)."""
+        window_hi, window_lo = self.window(fp8)
+        return torch.cat([self.sinks, window_hi]), window_lo
 
 
 @dataclass
@@ -45,9 +110,11 @@ class SparseStats:
     dense: bool  # the context was short enough to attend whole
     attended_tokens: int  # per KV head, on average
     fp8_tokens: int  # of them, read in FP8
-    blocks_scored: int  # by the exact stage
+    blocks_scored: int  # by the exact stage, per KV head
     captured_mass_lower_bound: float  # from the Quest bounds of the skipped blocks, min over heads
-    probe: dict[str, float] | None = None  # with SparseConfig.probe: exact masses, mean over query heads
+    budget_tokens: int = 0  # selected between sinks and window
+    captured_mass: float = 1.0  # estimated: attended against the candidates left out, mean over query heads
+    probe: dict[str, float] | None = None  # exact masses, mean over query heads (probe steps)
 
     @property
     def fp8_coverage(self) -> float:
@@ -63,8 +130,9 @@ class SparseCounter:
     attended_tokens: int = 0
     fp8_tokens: int = 0
     blocks_scored: int = 0
+    budget_tokens: int = 0
     captured_mass_lower_bound: float = 1.0  # the lowest seen
-    probes: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # layer -> per step
+    probes: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # layer -> per probed step
 
     def add(self, stats: SparseStats, layer: int = -1) -> None:
         if stats.dense:
@@ -76,6 +144,7 @@ class SparseCounter:
         self.attended_tokens += stats.attended_tokens
         self.fp8_tokens += stats.fp8_tokens
         self.blocks_scored += stats.blocks_scored
+        self.budget_tokens += stats.budget_tokens
         self.captured_mass_lower_bound = min(self.captured_mass_lower_bound, stats.captured_mass_lower_bound)
 
     @property
@@ -90,8 +159,14 @@ def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
+def fp8_to_float(values: torch.Tensor) -> torch.Tensor:
+    """e4m3 -> fp32, exactly: a lookup of the 256 codes, twice as fast on the CPU as the cast.
+    NaN codes read as 0 (quantisation never writes them)."""
+    return _FP8_TABLE.take(values.view(torch.uint8).long())
+
+
 def dequantize_fp8(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return values.float() * scale
+    return fp8_to_float(values) * scale
 
 
 def block_bounds(keys: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,9 +205,39 @@ def captured_lower_bound(bound: torch.Tensor, chosen: torch.Tensor, lse: torch.T
     return float((1 / (1 + skipped_mass)).min())
 
 
+def candidate_shares(lse: torch.Tensor) -> torch.Tensor:
+    """Stage two's score: lse [Hkv, G, C] (each query head's log-sum-exp over each candidate block)
+    -> each block's share of the candidates' attention, summed over the group's heads [Hkv, C].
+    Summing shares, not logits, ranks a block that one head needs above one all heads mildly like."""
+    return torch.softmax(lse, -1).nan_to_num(0.0).sum(1)
+
+
+def captured_estimate(lse_attended: torch.Tensor, lse_candidates: torch.Tensor, chosen: torch.Tensor) -> float:
+    """The attention mass captured, mean over query heads, estimated as what was attended against
+    what the candidates left out would add (blocks outside the candidates are taken as empty):
+    lse_attended [Hkv, G]; lse_candidates [Hkv, G, C]; chosen [Hkv, B] indices into C."""
+    left_out = lse_candidates.scatter(-1, chosen[:, None, :].expand(-1, lse_candidates.shape[1], -1), -torch.inf)
+    left_out = torch.logsumexp(left_out, -1)  # [Hkv, G]
+    captured = torch.sigmoid(lse_attended - left_out)  # e^a / (e^a + e^b)
+    return float(captured.nan_to_num(1.0).mean())
+
+
+def remap_keys(keys: torch.Tensor, before: int, distance: int, rope) -> torch.Tensor:
+    """keys [Hkv, T, D], rotated at their positions 0..T-1, for a query at P = T-1: the first `before`
+    moved to sit `distance` from the query (RoPE is relative: rotating t by P-distance-t moves it)."""
+    shift = keys.shape[1] - 1 - distance - torch.arange(before)  # >= 0: those tokens are farther
+    cos, sin = rope(shift)
+    keys = keys.clone()
+    keys[:, :before] = apply_rotary(keys[:, :before].transpose(0, 1).float(), cos, sin).transpose(0, 1).to(keys.dtype)
+    return keys
+
+
 def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
-                  config: SparseConfig = SparseConfig()) -> tuple[torch.Tensor, SparseStats]:
-    """q [H, D]; keys, values [Hkv, T, D] (the sequence's cache, in order). Returns [H, D] and stats."""
+                  config: SparseConfig = SparseConfig(), budget_tokens: int | None = None, rope=None,
+                  ) -> tuple[torch.Tensor, SparseStats]:
+    """q [H, D]; keys, values [Hkv, T, D] (the sequence's cache, in order). Returns [H, D] and stats.
+    `budget_tokens` overrides the config's (the feedback loop's current budget); `rope` (positions
+    -> cos, sin) remaps positions where `config.remaps` says so."""
     num_heads, dim = q.shape
     num_kv_heads, length, _ = keys.shape
     group = num_heads // num_kv_heads
@@ -140,38 +245,34 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
     finite = torch.isfinite(keys).all(-1) & torch.isfinite(values).all(-1)  # [Hkv, T]
     keys = torch.where(finite[..., None], keys, torch.zeros((), dtype=keys.dtype))
     values = torch.where(finite[..., None], values, torch.zeros((), dtype=values.dtype))
-    bs = config.block_size
-    fixed = config.sink_tokens + config.window_tokens
-    if length <= fixed + config.budget_tokens:
+    if config.runs_dense(length):
         out, _lse = _attend(qg, keys, values, finite, scale)
         return out.reshape(num_heads, dim).to(q.dtype), SparseStats(True, length, 0, 0, 1.0)
 
-    blocks = -(-length // bs)
-    sink_blocks = config.sink_tokens // bs
-    window_start = max(sink_blocks, (length - config.window_tokens) // bs)  # the window's first block (whole)
-    middle = torch.arange(sink_blocks, window_start)  # blocks the scorer chooses among
-    budget_blocks = min(config.budget_tokens // bs, middle.numel())
-
+    bs = config.block_size
+    layout = Layout.of(length, config)
+    if config.remaps(length):
+        assert rope is not None, "remapping positions needs the model's rotary table"
+        keys = remap_keys(keys, layout.window_first * bs, config.window_tokens, rope)
+    middle = layout.middle
+    budget = min((budget_tokens or config.budget_tokens) // bs, middle.numel())
     kmin, kmax = block_bounds(torch.where(finite[..., None], keys.float(), torch.nan), bs)
     bound = scored_bounds(qg, kmin, kmax, scale)[:, middle]  # [Hkv, M]
-    num_candidates = min(middle.numel(), budget_blocks * config.candidates)
-    candidates = bound.topk(num_candidates, dim=-1).indices  # [Hkv, C] into middle
+    candidates = bound.topk(min(middle.numel(), budget * config.candidates), dim=-1).indices  # [Hkv, C]
 
     k8, k_scale = quantize_fp8(keys)
     v8, v_scale = quantize_fp8(values)
-    exact = _block_lse(qg, k8, k_scale, finite, middle[candidates], bs, scale)  # [Hkv, C]
-    order = exact.argsort(dim=-1, descending=True)
-    chosen = candidates.gather(-1, order[:, :budget_blocks])  # [Hkv, budget] best first
-    high = max(0, round(budget_blocks * config.high_precision_share))
+    lse_candidates = _block_lse(qg, k8, k_scale, finite, middle[candidates], bs, scale)  # [Hkv, G, C]
+    order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
+    chosen = candidates.gather(-1, order[:, :budget])  # [Hkv, budget] best first
+    high = round(budget * config.high_precision_share)
+    fixed_hi, fixed_lo = layout.fixed(config.uses_fp8)
 
     outputs, lses = [], []
     attended = fp8_tokens = 0
     for h in range(num_kv_heads):
-        fixed_blocks = torch.cat([torch.arange(sink_blocks), torch.arange(window_start, blocks)])
-        hi_blocks = torch.cat([fixed_blocks, middle[chosen[h, :high]]])
-        lo_blocks = middle[chosen[h, high:]]
-        hi_tokens = _tokens_of(hi_blocks, bs, length)
-        lo_tokens = _tokens_of(lo_blocks, bs, length)
+        hi_tokens = _tokens_of(torch.cat([fixed_hi, middle[chosen[h, :high]]]), bs, length)
+        lo_tokens = _tokens_of(torch.cat([fixed_lo, middle[chosen[h, high:]]]), bs, length)
         out_hi, lse_hi = _attend(qg[h : h + 1], keys[h : h + 1, hi_tokens], values[h : h + 1, hi_tokens],
                                  finite[h : h + 1, hi_tokens], scale)
         if lo_tokens.numel():
@@ -185,15 +286,17 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
         fp8_tokens += lo_tokens.numel()
     out = torch.cat(outputs).reshape(num_heads, dim)
 
-    captured = captured_lower_bound(bound, chosen, torch.stack(lses).squeeze(1), group, bs)
-    stats = SparseStats(False, attended // num_kv_heads, fp8_tokens // num_kv_heads,
-                        int(candidates.numel() // num_kv_heads), captured)
+    lse = torch.stack(lses).squeeze(1)  # [Hkv, G]
+    picked = order[:, :budget]  # chosen, as indices into the candidates
+    stats = SparseStats(False, attended // num_kv_heads, fp8_tokens // num_kv_heads, int(candidates.shape[1]),
+                        captured_lower_bound(bound, chosen, lse, group, bs), budget * bs,
+                        captured_estimate(lse, lse_candidates, picked))
     if config.probe:
-        stats.probe = _probe(qg, keys, finite, scale, bs, sink_blocks, window_start, middle, chosen)
+        stats.probe = exact_masses(qg, keys, finite, scale, bs, layout, chosen)
     return out.to(q.dtype), stats
 
 
-def _probe(qg, keys, finite, scale, bs, sink_blocks, window_start, middle, chosen) -> dict[str, float]:
+def exact_masses(qg, keys, finite, scale, bs, layout: Layout, chosen) -> dict[str, float]:
     """Exact attention masses (mean over query heads): of the sinks and window, of what was
     selected with them, and of an oracle that selects the same number of blocks by their true mass."""
     logits = torch.einsum("hgd,htd->hgt", qg.float(), keys.float()) * scale
@@ -203,8 +306,8 @@ def _probe(qg, keys, finite, scale, bs, sink_blocks, window_start, middle, chose
     block_mass = torch.zeros(*probs.shape[:2], blocks * bs)
     block_mass[..., :length] = probs
     block_mass = block_mass.view(*probs.shape[:2], blocks, bs).sum(-1)  # [Hkv, G, blocks]
-    fixed = block_mass[..., :sink_blocks].sum(-1) + block_mass[..., window_start:].sum(-1)
-    middle_mass = block_mass[:, :, middle]  # [Hkv, G, M]
+    fixed = block_mass[..., : layout.sink_blocks].sum(-1) + block_mass[..., layout.window_first :].sum(-1)
+    middle_mass = block_mass[:, :, layout.middle]  # [Hkv, G, M]
     picked = chosen[:, None, :].expand(-1, middle_mass.shape[1], -1)
     selected = middle_mass.gather(-1, picked).sum(-1)
     oracle = middle_mass.topk(chosen.shape[1], dim=-1).values.sum(-1)
@@ -235,8 +338,8 @@ def _merge(out_a, lse_a, out_b, lse_b):
 
 def _block_lse(q: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, valid: torch.Tensor,
                blocks: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
-    """Per KV head, the log-sum-exp over each candidate block's tokens of the group-summed logits
-    on FP8 keys: blocks [Hkv, C] -> [Hkv, C]."""
+    """Each query head's log-sum-exp of its logits over each candidate block's tokens, on FP8 keys:
+    q [Hkv, G, D], blocks [Hkv, C] -> [Hkv, G, C]."""
     num_kv_heads, _num_candidates = blocks.shape
     tokens = blocks[..., None] * block_size + torch.arange(block_size)  # [Hkv, C, bs]
     length = k8.shape[1]
@@ -244,6 +347,6 @@ def _block_lse(q: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, valid: 
     tokens = tokens.clamp_max(length - 1)
     heads = torch.arange(num_kv_heads)[:, None, None]
     keys = dequantize_fp8(k8[heads, tokens], k_scale[heads, tokens])  # [Hkv, C, bs, D]
-    logits = torch.einsum("hgd,hcbd->hcb", q.float(), keys) * scale  # summed over the group
-    logits = logits.masked_fill(~(in_range & valid[heads, tokens]), -torch.inf)
+    logits = torch.einsum("hgd,hcbd->hgcb", q.float(), keys) * scale
+    logits = logits.masked_fill(~(in_range & valid[heads, tokens])[:, None], -torch.inf)
     return torch.logsumexp(logits, -1).nan_to_num(nan=-torch.inf)

@@ -13,34 +13,37 @@ from __future__ import annotations
 
 import torch
 
-from engine.attention import AttentionMetadata
+from engine.attention import AttentionMetadata, gather_keys
+from engine.rope import apply_rotary
 from engine.sparse_attention import (
     FP8,
+    Layout,
     SparseConfig,
     SparseStats,
-    _attend,
-    _merge,
+    candidate_shares,
+    captured_estimate,
     captured_lower_bound,
+    dequantize_fp8,
+    exact_masses,
     quantize_fp8,
+    remap_keys,
     scored_bounds,
 )
 
 
-class SparsePools:
+class KeyPool:
+    """Per block, the keys' channel-wise bounds [Hkv, blocks, D] fp32; per slot, FP8 keys and scales."""
+
     def __init__(self, num_kv_heads: int, num_blocks: int, head_dim: int, block_size: int) -> None:
-        self.block_size = block_size
         self.k_min = torch.full((num_kv_heads, num_blocks, head_dim), torch.inf)
         self.k_max = torch.full((num_kv_heads, num_blocks, head_dim), -torch.inf)
         self.k8 = torch.empty(num_kv_heads, num_blocks * block_size, head_dim, dtype=FP8)
         self.k_scale = torch.ones(num_kv_heads, num_blocks * block_size)
-        self.v8 = torch.empty(num_kv_heads, num_blocks * block_size, head_dim, dtype=FP8)
-        self.v_scale = torch.ones(num_kv_heads, num_blocks * block_size)
 
-    def write(self, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> None:
-        """k, v [T, Hkv, D] written at meta.slot_mapping. A block's bounds restart at its first slot."""
-        slots = meta.slot_mapping
-        blocks, offsets = meta.slot_blocks, meta.slot_offsets
-        restart = blocks[offsets == 0]
+    def write(self, k: torch.Tensor, meta: AttentionMetadata) -> None:
+        """k [T, Hkv, D] at meta.slot_mapping. A block's bounds restart at its first slot."""
+        blocks = meta.slot_blocks
+        restart = blocks[meta.slot_offsets == 0]
         self.k_min[:, restart] = torch.inf
         self.k_max[:, restart] = -torch.inf
         keys = k.float().transpose(0, 1)  # [Hkv, T, D]
@@ -49,74 +52,131 @@ class SparsePools:
         self.k_min.scatter_reduce_(1, index, torch.where(finite, keys, torch.inf), "amin")
         self.k_max.scatter_reduce_(1, index, torch.where(finite, keys, -torch.inf), "amax")
         k8, k_scale = quantize_fp8(torch.where(finite, keys, 0.0))
+        self.k8[:, meta.slot_mapping], self.k_scale[:, meta.slot_mapping] = k8, k_scale.squeeze(-1)
+
+    def logits(self, qg: torch.Tensor, blocks: torch.Tensor, bs: int, scale: float) -> torch.Tensor:
+        """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]."""
+        heads = torch.arange(blocks.shape[0])[:, None]
+        slots = _block_slots(blocks, bs)
+        keys = dequantize_fp8(self.k8[heads, slots], self.k_scale[heads, slots][..., None])  # [Hkv, N * bs, D]
+        logits = torch.einsum("hgd,htd->hgt", qg, keys) * scale
+        return logits.view(*logits.shape[:2], blocks.shape[1], bs)
+
+
+class SparsePools:
+    """A layer's keys as the model wrote them (rotated at their positions) and, when positions may be
+    remapped, before the rotation too (`unrotated`: the same bounds hold at any remapped position),
+    and FP8 values."""
+
+    def __init__(self, num_kv_heads: int, num_blocks: int, head_dim: int, block_size: int,
+                 unrotated: bool = False) -> None:
+        self.block_size = block_size
+        self.keys = KeyPool(num_kv_heads, num_blocks, head_dim, block_size)
+        self.unrotated = KeyPool(num_kv_heads, num_blocks, head_dim, block_size) if unrotated else None
+        self.v8 = torch.empty(num_kv_heads, num_blocks * block_size, head_dim, dtype=FP8)
+        self.v_scale = torch.ones(num_kv_heads, num_blocks * block_size)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, k_unrotated: torch.Tensor) -> None:
+        """k, k_unrotated, v [T, Hkv, D] written at meta.slot_mapping."""
+        self.keys.write(k, meta)
+        if self.unrotated is not None:
+            self.unrotated.write(k_unrotated, meta)
         v8, v_scale = quantize_fp8(v.float().transpose(0, 1).nan_to_num(0.0, 0.0, 0.0))
-        self.k8[:, slots], self.k_scale[:, slots] = k8, k_scale.squeeze(-1)
-        self.v8[:, slots], self.v_scale[:, slots] = v8, v_scale.squeeze(-1)
+        self.v8[:, meta.slot_mapping], self.v_scale[:, meta.slot_mapping] = v8, v_scale.squeeze(-1)
 
 
 def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pools: SparsePools,
                         meta: AttentionMetadata, scale: float, config: SparseConfig,
+                        budget_tokens: int | None = None, probe: bool = False,
+                        q_unrotated: torch.Tensor | None = None, rope=None,
                         ) -> tuple[torch.Tensor, SparseStats] | None:
     """q [H, D] of one sequence's new token (already written, with its pools). None when the context
-    is short enough for dense attention (the caller's path)."""
+    is short enough for dense attention (the caller's path). All KV heads at once: every head reads
+    the same number of whole blocks (only the last may be partial: it is masked). `probe` also reads
+    every key to measure the exact masses (`SparseStats.probe`).
+
+    Where `config.remaps` the context, the sinks and the middle are scored and attended at distance
+    `window_tokens`: against the unrotated keys, with `q_unrotated` rotated to that position (`rope`);
+    keys read from the cache are unrotated first. The window keeps its true positions."""
     length, bs = meta.context_len, meta.block_size
-    if length <= config.sink_tokens + config.window_tokens + config.budget_tokens:
+    if config.runs_dense(length):
         return None
     num_heads, dim = q.shape
     num_kv_heads = k_cache.shape[0]
     group = num_heads // num_kv_heads
     qg = q.float().view(num_kv_heads, group, dim)
-    num_blocks = -(-length // bs)
-    table = meta.block_table[:num_blocks]  # logical block j lives in pool block table[j]
-    sink_blocks = config.sink_tokens // bs
-    window_first = max(sink_blocks, (length - config.window_tokens) // bs)
-    middle = torch.arange(sink_blocks, window_first)  # the logical blocks the scorer chooses among
-    budget = min(config.budget_tokens // bs, middle.numel())
+    remap = config.remaps(length)
+    if remap:
+        cos, sin = rope(torch.tensor([config.window_tokens]))
+        q_far = apply_rotary(q_unrotated.float()[None], cos, sin)[0].view(num_kv_heads, group, dim)
+        far_pool = pools.unrotated
+    else:
+        q_far, far_pool = qg, pools.keys
+    table = meta.block_table  # logical block j lives in pool block table[j]
+    layout = Layout.of(length, config)
+    middle = layout.middle
+    budget = min((budget_tokens or config.budget_tokens) // bs, middle.numel())
 
-    bound = scored_bounds(qg, pools.k_min[:, table[middle]], pools.k_max[:, table[middle]], scale)  # [Hkv, M]
-    num_candidates = min(middle.numel(), budget * config.candidates)
-    candidates = bound.topk(num_candidates, dim=-1).indices  # [Hkv, C] into middle
-    exact = _candidate_lse(qg, pools, table[middle[candidates]], bs, scale)
-    chosen = candidates.gather(-1, exact.argsort(dim=-1, descending=True)[:, :budget])
-    high = max(0, round(budget * config.high_precision_share))
+    pool_middle = table[middle]
+    bound = scored_bounds(q_far, far_pool.k_min[:, pool_middle], far_pool.k_max[:, pool_middle], scale)  # [Hkv, M]
+    candidates = bound.topk(min(middle.numel(), budget * config.candidates), dim=-1).indices  # [Hkv, C]
+    candidate_logits = far_pool.logits(q_far, pool_middle[candidates], bs, scale)  # [Hkv, G, C, bs]
+    lse_candidates = candidate_logits.logsumexp(-1)
+    order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
+    chosen = candidates.gather(-1, order[:, :budget])
+    high = round(budget * config.high_precision_share)
+    window_hi, window_lo = layout.window(config.uses_fp8)
+    expand = (num_kv_heads, -1)
 
-    fixed_slots = _slots(torch.cat([torch.arange(sink_blocks), torch.arange(window_first, num_blocks)]), table, bs,
-                         length)
-    outs, lses, attended, fp8_tokens = [], [], 0, 0
-    for h in range(num_kv_heads):
-        hi_slots = torch.cat([fixed_slots, _slots(middle[chosen[h, :high]], table, bs, length)])
-        lo_slots = _slots(middle[chosen[h, high:]], table, bs, length)
-        keys = k_cache[h, hi_slots // bs, :, hi_slots % bs]  # block-transposed layout -> [N, D]
-        everything = torch.ones(1, hi_slots.numel(), dtype=torch.bool)
-        out, lse = _attend(qg[h : h + 1], keys[None], v_cache[h, hi_slots][None], everything, scale)
-        if lo_slots.numel():
-            k_lo = pools.k8[h, lo_slots].float() * pools.k_scale[h, lo_slots, None]
-            v_lo = pools.v8[h, lo_slots].float() * pools.v_scale[h, lo_slots, None]
-            out_lo, lse_lo = _attend(qg[h : h + 1], k_lo[None], v_lo[None],
-                                     torch.ones(1, lo_slots.numel(), dtype=torch.bool), scale)
-            out, lse = _merge(out, lse, out_lo, lse_lo)
-        outs.append(out)
-        lses.append(lse)
-        attended += hi_slots.numel() + lo_slots.numel()
-        fp8_tokens += lo_slots.numel()
-    stats = SparseStats(False, attended // num_kv_heads, fp8_tokens // num_kv_heads, num_candidates,
-                        captured_lower_bound(bound, chosen, torch.cat(lses), group, bs))
-    return torch.cat(outs).reshape(num_heads, dim).to(q.dtype), stats
+    # In the cache dtype: sinks and the best selected (far), then the window's newest part (near).
+    far_hi = torch.cat([layout.sinks.expand(expand), middle[chosen[:, :high]]], 1)  # [Hkv, Nf] logical
+    far_keys = _cache_keys(k_cache, table, far_hi, bs, rope if remap else None)
+    parts = [torch.einsum("hgd,hnbd->hgnb", q_far, far_keys) * scale]
+    near_hi = window_hi.expand(expand)
+    near_keys = k_cache[torch.arange(num_kv_heads)[:, None], table[near_hi]].float()  # [Hkv, Nn, D, bs]
+    near_logits = torch.einsum("hgd,hndb->hgnb", qg, near_keys) * scale
+    tail = length - (layout.num_blocks - 1) * bs  # tokens in the last block, which the window ends with
+    near_logits[:, :, -1, tail:] = -torch.inf
+    parts.append(near_logits)
+    # In FP8: the window's older part (near), then the next band of selected blocks (stage two's logits).
+    near_lo = window_lo.expand(expand)
+    parts.append(pools.keys.logits(qg, table[near_lo], bs, scale))
+    band = order[:, high:budget, None, None].expand(-1, -1, group, bs).transpose(1, 2)  # [Hkv, G, B - high, bs]
+    parts.append(candidate_logits.gather(2, band))
+    logits = torch.cat([p.flatten(2) for p in parts], -1)  # [Hkv, G, tokens]
+
+    heads = torch.arange(num_kv_heads)[:, None]
+    hi_slots = _block_slots(table[torch.cat([far_hi, near_hi], 1)], bs)
+    lo_slots = _block_slots(table[torch.cat([near_lo, middle[chosen[:, high:]]], 1)], bs)
+    values = torch.cat([v_cache[heads, hi_slots].float(),
+                        dequantize_fp8(pools.v8[heads, lo_slots], pools.v_scale[heads, lo_slots][..., None])], 1)
+    lse = torch.logsumexp(logits, -1)
+    out = torch.einsum("hgt,htd->hgd", torch.exp(logits - lse[..., None]), values)
+
+    fp8_tokens = lo_slots.shape[1]
+    attended = hi_slots.shape[1] + fp8_tokens - (bs - tail)
+    stats = SparseStats(False, attended, fp8_tokens, int(candidates.shape[1]),
+                        captured_lower_bound(bound, chosen, lse, group, bs), budget * bs,
+                        captured_estimate(lse, lse_candidates, order[:, :budget]))
+    if probe:
+        keys = gather_keys(k_cache, meta, length)
+        if remap:
+            keys = remap_keys(keys, layout.window_first * bs, config.window_tokens, rope)
+        stats.probe = exact_masses(qg, keys, torch.isfinite(keys).all(-1), scale, bs, layout, chosen)
+    return out.reshape(num_heads, dim).to(q.dtype), stats
 
 
-def _slots(logical: torch.Tensor, table: torch.Tensor, bs: int, length: int) -> torch.Tensor:
-    """The cache slots of the logical blocks `logical` that hold the sequence's tokens (< length)."""
-    offsets = torch.arange(bs)
-    keep = ((logical[:, None] * bs + offsets) < length).flatten()
-    return (table[logical][:, None] * bs + offsets).flatten()[keep]
+def _cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor, bs: int, rope) -> torch.Tensor:
+    """The cache's keys of logical blocks [Hkv, N]: [Hkv, N, bs, D] fp32; unrotated with `rope`."""
+    heads = torch.arange(logical.shape[0])[:, None]
+    keys = k_cache[heads, table[logical]].float().transpose(-1, -2)  # [Hkv, N, bs, D]
+    if rope is None:
+        return keys
+    positions = (logical[..., None] * bs + torch.arange(bs)).flatten()
+    cos, sin = rope(positions)
+    return apply_rotary(keys.reshape(-1, 1, keys.shape[-1]), cos, -sin).view(keys.shape)
 
 
-def _candidate_lse(qg: torch.Tensor, pools: SparsePools, blocks: torch.Tensor, bs: int,
-                   scale: float) -> torch.Tensor:
-    """Log-sum-exp over each candidate block's tokens of the group-summed logits on FP8 keys;
-    blocks [Hkv, C] pool ids (all full: candidates are middle blocks)."""
-    heads = torch.arange(blocks.shape[0])[:, None, None]
-    slots = blocks[..., None] * bs + torch.arange(bs)  # [Hkv, C, bs]
-    keys = pools.k8[heads, slots].float() * pools.k_scale[heads, slots][..., None]
-    logits = torch.einsum("hgd,hcbd->hcb", qg, keys) * scale
-    return torch.logsumexp(logits, -1)
+def _block_slots(blocks: torch.Tensor, bs: int) -> torch.Tensor:
+    """Pool block ids [Hkv, N] -> the slots of their tokens [Hkv, N * bs]."""
+    return (blocks[..., None] * bs + torch.arange(bs)).flatten(1)

@@ -3,6 +3,7 @@ selected, its Quest bound really bounds, FP8 stays within e4m3's precision, and 
 (short contexts, a partial block, equal scores, NaN/Inf keys) behave."""
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -145,17 +146,48 @@ def test_the_paged_path_matches_the_reference_and_reads_only_what_it_selects(def
     reference's tokens without gathering the whole cache."""
     from engine import EngineOptions, LLMEngine, SamplingParams
 
-    small = SparseConfig(sink_tokens=64, window_tokens=128, budget_tokens=128, candidates=2)
+    small = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=128, candidates=2,
+                         target_mass=None)  # a fixed budget: what is read is bounded below
     prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     paged = LLMEngine.load(default_model, EngineOptions(dtype="fp32", attention="sparse-fp8", sparse=small))
-    reference = LLMEngine.load(default_model, EngineOptions(
-        dtype="fp32", attention="sparse-fp8", sparse=SparseConfig(sink_tokens=64, window_tokens=128,
-                                                                  budget_tokens=128, candidates=2, probe=True)))
+    reference = LLMEngine.load(default_model, EngineOptions(dtype="fp32", attention="sparse-fp8", sparse=small))
     assert paged.kv.sparse_pools is not None and paged.kv.sparse_pools[0] is None  # layer 0 stays dense
+    reference.kv.sparse_pools = None  # without pools the torch reference reads the whole cache
     text = "".join(c.text for c in paged.generate(prompt, params))
     reference_text = "".join(c.text for c in reference.generate(prompt, params))
     assert text == reference_text
     counter = paged.model.sparse_counter
     assert counter.steps > 0 and 0 < counter.fp8_coverage < 1
     assert counter.attended_tokens / counter.steps < 64 + 128 + 128 + 64  # sinks, window, budget, a partial block
+
+
+def test_the_feedback_loop_grows_the_budget_for_a_high_target_and_shrinks_it_for_a_low_one(default_model) -> None:
+    """Each layer's budget moves to hold the captured mass at the target; the request reports it."""
+    from engine import EngineOptions, LLMEngine, SamplingParams
+
+    prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
+    params = SamplingParams(max_tokens=16, ignore_eos=True)
+    budgets = {}
+    for target in (0.999, 0.5):
+        config = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=256, candidates=2,
+                              target_mass=target, min_budget_tokens=64, probe_every=4)
+        engine = LLMEngine.load(default_model, EngineOptions(dtype="fp32", attention="sparse-fp8", sparse=config))
+        stats = list(engine.generate(prompt, params))[-1].stats
+        assert stats.sparse is not None and stats.sparse["layer_steps"] == 29 * 15  # layer 0 is dense
+        assert stats.sparse["probes"] == 29 * 4 and 0 < stats.sparse["fp8_coverage"] < 1
+        assert 0.0 < stats.sparse["captured_mass"] <= 1.0
+        budgets[target] = stats.sparse["budget_tokens"]
+    assert budgets[0.999] > 256 > budgets[0.5]
+
+
+def test_the_fp8_part_of_the_window_is_its_older_part() -> None:
+    """Sinks, the newest window tokens and the best selected blocks in the cache dtype; the rest in FP8."""
+    q, k, v, scale = inputs(16 + 64 * 8 + 64)
+    config = SparseConfig(block_size=16, sink_tokens=16, window_tokens=64, recent_tokens=32, budget_tokens=64,
+                          high_precision_share=0.5, candidates=2)
+    _out, stats = sparse_decode(q, k, v, scale, config)
+    assert stats.attended_tokens == 16 + 64 + 64
+    assert stats.fp8_tokens == 32 + 32  # the older half of the window, the lower half of the selection
+    no_fp8 = replace(config, high_precision_share=1.0)
+    assert sparse_decode(q, k, v, scale, no_fp8)[1].fp8_tokens == 0

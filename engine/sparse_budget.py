@@ -1,0 +1,79 @@
+"""The feedback loop of sparse decoding, per sequence: each layer's budget of selected tokens moves
+to hold the attention mass captured at `SparseConfig.target_mass`, and the request's metrics add up.
+
+The mass comes from each step's estimate (attended against the scored candidates left out), which
+ignores the blocks outside the candidates and so runs high; every `probe_every` steps of a layer a
+dense probe measures it exactly, and the gap seen there corrects the estimates until the next probe.
+The budget grows by a quarter when the mass falls short and shrinks by one block when it clears the
+target with room to spare (additive decrease: a layer that needs its blocks gets them back fast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.sparse_attention import SparseConfig, SparseStats
+
+HEADROOM = 0.02  # above target + this, a layer gives a block back
+
+
+@dataclass
+class SparseBudget:
+    config: SparseConfig
+    budgets: dict[int, int] = field(default_factory=dict)  # layer -> tokens selected between sinks and window
+    steps: dict[int, int] = field(default_factory=dict)  # layer -> sparse steps so far
+    correction: dict[int, float] = field(default_factory=dict)  # layer -> exact minus estimated mass, last probe
+    layer_steps: int = 0
+    attended_tokens: int = 0
+    fp8_tokens: int = 0
+    blocks_scored: int = 0
+    budget_total: int = 0
+    captured_total: float = 0.0
+    probes: int = 0
+
+    def budget(self, layer: int) -> int:
+        return self.budgets.get(layer, self.config.budget_tokens)
+
+    def probes_now(self, layer: int) -> bool:
+        """Whether this layer's next sparse step is a scheduled probe (it must read densely)."""
+        every = self.config.probe_every
+        return self.config.target_mass is not None and every > 0 and self.steps.get(layer, 0) % every == 0
+
+    def observe(self, layer: int, stats: SparseStats) -> None:
+        if stats.dense:
+            return
+        scheduled = self.probes_now(layer)
+        self.steps[layer] = self.steps.get(layer, 0) + 1
+        if scheduled and stats.probe is not None:
+            self.correction[layer] = min(0.0, stats.probe["captured"] - stats.captured_mass)
+            captured = stats.probe["captured"]
+            self.probes += 1
+        else:
+            captured = min(1.0, stats.captured_mass + self.correction.get(layer, 0.0))
+        self._steer(layer, captured)
+        self.layer_steps += 1
+        self.attended_tokens += stats.attended_tokens
+        self.fp8_tokens += stats.fp8_tokens
+        self.blocks_scored += stats.blocks_scored
+        self.budget_total += stats.budget_tokens
+        self.captured_total += captured
+
+    def _steer(self, layer: int, captured: float) -> None:
+        config, target = self.config, self.config.target_mass
+        if target is None:
+            return
+        bs, budget = config.block_size, self.budget(layer)
+        if captured < target:
+            budget = min(config.max_budget_tokens, budget + max(bs, budget // 4 // bs * bs))
+        elif captured > target + HEADROOM:
+            budget = max(config.min_budget_tokens, budget - bs)
+        self.budgets[layer] = budget
+
+    def metrics(self) -> dict[str, float]:
+        """Per request, averaged over its sparse layer-steps: what `GenerationStats.sparse` carries."""
+        n = max(1, self.layer_steps)
+        return {"layer_steps": self.layer_steps, "budget_tokens": round(self.budget_total / n, 1),
+                "captured_mass": round(self.captured_total / n, 4),
+                "fp8_coverage": round(self.fp8_tokens / self.attended_tokens, 4) if self.attended_tokens else 0.0,
+                "attended_tokens": round(self.attended_tokens / n, 1), "blocks_scored": round(self.blocks_scored / n, 1),
+                "probes": self.probes}
