@@ -70,12 +70,20 @@ class LLMEngine:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, model_id: str, options: EngineOptions) -> None:
         self.model, self.tokenizer, self.model_id, self.options = model, tokenizer, model_id, options
         self.config = model.config
-        self.max_context = min(options.max_context or self.config.max_position, self.config.max_position)
+        trained = self.config.max_position
+        self.max_context = options.max_context or trained
+        if model.sparse is None:
+            self.max_context = min(self.max_context, trained)  # dense attention breaks past its trained positions
         kv_dtype = DTYPES[options.dtype]
         num_blocks = KVCache.num_blocks_for(self.config, kv_dtype, options.kv_cache_mib << 20, self.max_context)
         self.kv = KVCache(self.config, num_blocks, kv_dtype)
         if model.sparse is not None:
-            self.kv.enable_sparse(set(range(self.config.num_layers)) - set(model.sparse.dense_layers))
+            layers = set(range(self.config.num_layers))
+            if self.max_context > trained:  # longer contexts remap positions in every layer
+                model.sparse = replace(model.sparse, remap_beyond=trained)
+            else:
+                layers -= set(model.sparse.dense_layers)
+            self.kv.enable_sparse(layers, unrotated=self.max_context > trained)
         self.blocks = BlockManager(num_blocks, self.kv.block_size)
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
                                    prefill_chunk=options.prefill_chunk, max_batch=options.max_batch)

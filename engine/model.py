@@ -5,8 +5,8 @@ Imports nothing of the engine but its config, RoPE and attention. The KV cache a
 """
 
 import functools
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from engine.kv_cache import KVCache
 from engine.rope import RotaryEmbedding, apply_rotary
 from engine.sparse_attention import SparseConfig, SparseCounter, sparse_decode
 from engine.sparse_paged import SparsePools, sparse_paged_decode
+from engine.sparse_prefill import sparse_prefill
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -92,11 +93,13 @@ class LayerStep:
     """
 
     def __init__(self, layer: DecoderLayer, sparse: SparseConfig | None = None,
-                 counter: SparseCounter | None = None, index: int = -1, rope: RotaryEmbedding | None = None) -> None:
+                 counter: SparseCounter | None = None, index: int = -1, rope: RotaryEmbedding | None = None,
+                 dense: bool = False) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.sparse, self.counter, self.index = sparse, counter, index  # sparse decode for this layer, when set
         self.probing = replace(sparse, probe=True) if sparse is not None else None
         self.rope = rope  # remaps far keys' positions in sparse decode
+        self.dense = dense  # a layer whose attention is diffuse: sparse only where positions are remapped
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         self.input_norm, self.post_norm = ((norm.weight, norm.eps, norm.out_dtype) for norm in norms)
         self.qkv, self.o = as_function(attn.qkv_proj), as_function(attn.o_proj)
@@ -117,6 +120,9 @@ class LayerStep:
             pools.write(k, v, meta, qkv[:, self.num_heads : num_qk])
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
             out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools)
+        elif self.sparse is not None and pools is not None and self.sparse.remaps(meta.context_len):
+            out = sparse_prefill(q, qkv[:, : self.num_heads], k, v, k_cache, v_cache, pools, meta, self.scale,
+                                 self.sparse, self.rope)
         else:
             out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
         x.add_(self.o(out.reshape(num_tokens, -1)))
@@ -131,6 +137,9 @@ class LayerStep:
         metas = meta.metas if isinstance(meta, BatchMetadata) else [meta]
         outs = []
         for i, m in enumerate(metas):
+            if self.dense and not self.sparse.remaps(m.context_len):
+                outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
+                continue
             feedback = m.sparse_budget
             budget = feedback.budget(self.index) if feedback is not None else None
             probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index))
@@ -181,8 +190,9 @@ class Transformer(nn.Module):
         cos, sin = self.rotary(positions)
         if self._steps is None:
             sparse = self.sparse
-            self._steps = [LayerStep(layer, sparse if sparse and i not in sparse.dense_layers else None,
-                                     self.sparse_counter, i, self.rotary) for i, layer in enumerate(self.layers)]
+            self._steps = [LayerStep(layer, sparse, self.sparse_counter, i, self.rotary,
+                                     dense=sparse is not None and i in sparse.dense_layers)
+                           for i, layer in enumerate(self.layers)]
         pools = kv.sparse_pools or [None] * len(self._steps)
         for step, k_cache, v_cache, layer_pools in zip(self._steps, kv.k, kv.v, pools):
             x = step(x, cos, sin, k_cache, v_cache, meta, layer_pools)

@@ -182,11 +182,16 @@ def block_bounds(keys: torch.Tensor, block_size: int) -> tuple[torch.Tensor, tor
     return kmin, kmax
 
 
+def quest_bounds(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scale: float) -> torch.Tensor:
+    """q [Hkv, N, D] (any rows) -> the upper bound of each row's logit on each block [Hkv, N, blocks]:
+    per channel max(q·min, q·max), which is q⁺·max + q⁻·min, so two matmuls."""
+    qs = q.float() * scale
+    return qs.clamp(min=0) @ kmax.transpose(1, 2) + qs.clamp(max=0) @ kmin.transpose(1, 2)
+
+
 def quest_bound(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scale: float) -> torch.Tensor:
     """q [Hkv, G, D] -> the upper bound of each block's logit summed over the group's heads [Hkv, blocks]."""
-    qs = q.float()[:, :, None, :] * scale  # [Hkv, G, 1, D]
-    bound = torch.maximum(qs * kmin[:, None], qs * kmax[:, None]).sum(-1)  # [Hkv, G, blocks]
-    return bound.sum(1)
+    return quest_bounds(q, kmin, kmax, scale).sum(1)
 
 
 def scored_bounds(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, scale: float) -> torch.Tensor:

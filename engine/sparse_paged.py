@@ -130,7 +130,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
     # In the cache dtype: sinks and the best selected (far), then the window's newest part (near).
     far_hi = torch.cat([layout.sinks.expand(expand), middle[chosen[:, :high]]], 1)  # [Hkv, Nf] logical
-    far_keys = _cache_keys(k_cache, table, far_hi, bs, rope if remap else None)
+    far_keys = cache_keys(k_cache, table, far_hi, bs, rope if remap else None)
     parts = [torch.einsum("hgd,hnbd->hgnb", q_far, far_keys) * scale]
     near_hi = window_hi.expand(expand)
     near_keys = k_cache[torch.arange(num_kv_heads)[:, None], table[near_hi]].float()  # [Hkv, Nn, D, bs]
@@ -166,7 +166,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     return out.reshape(num_heads, dim).to(q.dtype), stats
 
 
-def _cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor, bs: int, rope) -> torch.Tensor:
+def cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor, bs: int, rope) -> torch.Tensor:
     """The cache's keys of logical blocks [Hkv, N]: [Hkv, N, bs, D] fp32; unrotated with `rope`."""
     heads = torch.arange(logical.shape[0])[:, None]
     keys = k_cache[heads, table[logical]].float().transpose(-1, -2)  # [Hkv, N, bs, D]

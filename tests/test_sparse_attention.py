@@ -191,3 +191,94 @@ def test_the_fp8_part_of_the_window_is_its_older_part() -> None:
     assert stats.fp8_tokens == 32 + 32  # the older half of the window, the lower half of the selection
     no_fp8 = replace(config, high_precision_share=1.0)
     assert sparse_decode(q, k, v, scale, no_fp8)[1].fp8_tokens == 0
+
+
+def _remapping_engine(default_model, config: SparseConfig, remap_beyond: int, pools: bool = True):
+    """An engine that may read past its trained positions, told to remap from `remap_beyond` on."""
+    from engine import EngineOptions, LLMEngine
+
+    engine = LLMEngine.load(default_model, EngineOptions(dtype="fp32", attention="sparse-fp8", sparse=config,
+                                                         max_context=8192 + 64, kv_cache_mib=256))
+    assert engine.model.sparse.remap_beyond == 8192 and engine.kv.sparse_pools[0] is not None
+    engine.model.sparse = replace(engine.model.sparse, remap_beyond=remap_beyond)  # read by the first forward
+    if not pools:
+        engine.kv.sparse_pools = None  # the torch reference, reading the whole cache
+    return engine
+
+
+def test_remapped_positions_in_the_paged_path_match_the_reference(default_model) -> None:
+    """Past `remap_beyond`, sinks and selected blocks sit at distance window_tokens: the paged path
+    (unrotated pools, the query rotated there) gives the reference's tokens (keys re-rotated)."""
+    from engine import SamplingParams
+
+    config = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=128, candidates=2,
+                          target_mass=None)
+    prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
+    paged = _remapping_engine(default_model, config, 0)
+    length = len(paged.encode(prompt))
+    paged.model.sparse = replace(paged.model.sparse, remap_beyond=length)  # the prompt dense, every step remapped
+    reference = _remapping_engine(default_model, config, length, pools=False)
+    params = SamplingParams(max_tokens=10, ignore_eos=True)
+    text = "".join(c.text for c in paged.generate(prompt, params))
+    assert text == "".join(c.text for c in reference.generate(prompt, params))
+    assert paged.model.sparse_counter.steps == 30 * 9  # every layer, layer 0 too: it is remapped
+
+
+def test_a_context_past_the_remapping_point_is_prefilled_sparsely_and_still_read(default_model) -> None:
+    """Prefill chunks past `remap_beyond` attend window, sinks and selected blocks; the model still
+    continues the pattern the way it does with dense attention."""
+    from engine import EngineOptions, LLMEngine, SamplingParams
+
+    config = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budget_tokens=256, target_mass=None)
+    prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
+    params = SamplingParams(max_tokens=12)
+    dense = "".join(c.text for c in LLMEngine.load(default_model, EngineOptions(dtype="fp32")).generate(prompt, params))
+    engine = _remapping_engine(default_model, config, 700)
+    assert len(engine.encode(prompt)) > 700 + 2 * 512  # chunks of 512: at least two prefilled sparsely
+    remapped = "".join(c.text for c in engine.generate(prompt, params))
+    assert dense.startswith("\ndef function_120(value):")
+    assert remapped == dense
+
+
+def test_sparse_prefill_equals_attention_written_out() -> None:
+    """One chunk, a budget covering every middle block: each query attends the chunk causally and the
+    window before it at true positions, everything older at distance window_tokens."""
+    from engine.attention import AttentionMetadata, write_kv
+    from engine.config import ModelConfig
+    from engine.rope import RotaryEmbedding, apply_rotary
+    from engine.sparse_paged import SparsePools
+    from engine.sparse_prefill import sparse_prefill
+
+    heads, kv_heads, dim, bs = 4, 2, 16, 16
+    config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=32, recent_tokens=16, budget_tokens=16 * 16,
+                          target_mass=None, min_budget_tokens=16)
+    model = ModelConfig(arch="llama", vocab_size=10, hidden_size=heads * dim, num_layers=1, num_heads=heads,
+                        num_kv_heads=kv_heads, intermediate_size=8, max_position=64)
+    rope = RotaryEmbedding(model, 64)
+    g = torch.Generator().manual_seed(0)
+    length, chunk = 200, 40  # the chunk is tokens 160..199
+    q_pre, k_pre, v = (torch.randn(length, n, dim, generator=g) for n in (heads, kv_heads, kv_heads))
+    cos, sin = rope(torch.arange(length))
+    q, k = apply_rotary(q_pre, cos, sin), apply_rotary(k_pre, cos, sin)
+    blocks = -(-length // bs)
+    k_cache, v_cache = torch.zeros(kv_heads, blocks, dim, bs), torch.zeros(kv_heads, blocks * bs, dim)
+    pools = SparsePools(kv_heads, blocks, dim, bs, unrotated=True)
+    meta = AttentionMetadata.for_step(list(range(blocks)), 0, length, bs)
+    write_kv(k_cache, v_cache, k, v, meta)
+    pools.write(k, v, meta, k_pre)
+    start = length - chunk
+    chunk_meta = AttentionMetadata.for_step(list(range(blocks)), start, chunk, bs)
+    out = sparse_prefill(q[start:], q_pre[start:], k[start:], v[start:], k_cache, v_cache, pools, chunk_meta,
+                         dim ** -0.5, config, rope)
+
+    window_first = (start - 32) // bs * bs  # the chunk's window starts on a block
+    far_cos, far_sin = rope(torch.tensor([32]))
+    expected = torch.empty(chunk, heads, dim)
+    for row, p in enumerate(range(start, length)):
+        for h in range(heads):
+            kv = h // (heads // kv_heads)
+            near = q[p, h] @ k[window_first : p + 1, kv].T
+            far = apply_rotary(q_pre[p : p + 1, h : h + 1], far_cos, far_sin)[0, 0] @ k_pre[:window_first, kv].T
+            probs = torch.softmax(torch.cat([far, near]) * dim ** -0.5, -1)
+            expected[row, h] = probs @ torch.cat([v[:window_first, kv], v[window_first : p + 1, kv]])
+    torch.testing.assert_close(out.float(), expected, rtol=1e-4, atol=1e-4)
