@@ -1,6 +1,7 @@
 """The inference engine: loads a checkpoint and streams generations with prefix reuse."""
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -156,17 +157,21 @@ class LLMEngine:
             raise PromptTooLongError(num_tokens=len(prompt_ids), max_tokens=self.max_context)
         return self._generate(prompt_ids, params, cancel)
 
-    def teacher_forced_logits(self, token_ids: list[int], first: int) -> torch.Tensor:
+    def teacher_forced_logits(self, token_ids: list[int], first: int, step_seconds: list | None = None) -> torch.Tensor:
         """The next-token logits [len - first, V] at positions first-1 … len-2: the prompt up to
         `first` prefilled, then each later token fed one decode step at a time (the path sparse
-        attention takes), as evaluation does. Not for use beside live requests."""
+        attention takes), as evaluation does; each step's time appended to `step_seconds`.
+        Not for use beside live requests."""
         seq = self._sequence(token_ids[:first])
         seq.reserve(self.blocks, len(token_ids))
         try:
             rows = [self._prefill_all(seq)]
             for token in token_ids[first:-1]:
                 seq.token_ids.append(token)
+                started = time.perf_counter()
                 rows.append(self._step(seq, len(seq) - 1, len(seq)))
+                if step_seconds is not None:
+                    step_seconds.append(time.perf_counter() - started)
             return torch.stack(rows)
         finally:
             seq.free(self.blocks)

@@ -142,7 +142,7 @@ class LayerStep:
                 continue
             feedback = m.sparse_budget
             budget = feedback.budget(self.index) if feedback is not None else None
-            probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index))
+            probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index, m.context_len))
             if pools is not None:
                 done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse, budget, probing,
                                            q_unrotated[i], self.rope)
@@ -158,7 +158,7 @@ class LayerStep:
                                            budget, self.rope)
             self.counter.add(stats, self.index)
             if feedback is not None:
-                feedback.observe(self.index, stats)
+                feedback.observe(self.index, stats, m.context_len)
             outs.append(out)
         return torch.stack(outs)
 

@@ -2,8 +2,8 @@
 to hold the attention mass captured at `SparseConfig.target_mass`, and the request's metrics add up.
 
 The mass comes from each step's estimate (attended against the scored candidates left out), which
-ignores the blocks outside the candidates and so runs high; every `probe_every` steps of a layer a
-dense probe measures it exactly, and the gap seen there corrects the estimates until the next probe.
+ignores the blocks outside the candidates and so runs high; a dense probe (every `probe_every` steps
+of a layer per 8k tokens of context) measures it exactly, and the gap seen there corrects the estimates until the next probe.
 The budget grows by a quarter when the mass falls short and shrinks by one block when it clears the
 target with room to spare (additive decrease: a layer that needs its blocks gets them back fast).
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from engine.sparse_attention import SparseConfig, SparseStats
 
 HEADROOM = 0.02  # above target + this, a layer gives a block back
+PROBE_SPAN = 8192  # tokens of context per probe_every steps
 
 
 @dataclass
@@ -34,15 +35,16 @@ class SparseBudget:
     def budget(self, layer: int) -> int:
         return self.budgets.get(layer, self.config.budget_tokens)
 
-    def probes_now(self, layer: int) -> bool:
-        """Whether this layer's next sparse step is a scheduled probe (it must read densely)."""
-        every = self.config.probe_every
+    def probes_now(self, layer: int, length: int) -> bool:
+        """Whether this layer's next sparse step is a scheduled probe. A probe reads the whole context,
+        so probes thin out as it grows: every `probe_every` steps per 8k tokens."""
+        every = self.config.probe_every * max(1, length // PROBE_SPAN)
         return self.config.target_mass is not None and every > 0 and self.steps.get(layer, 0) % every == 0
 
-    def observe(self, layer: int, stats: SparseStats) -> None:
+    def observe(self, layer: int, stats: SparseStats, length: int) -> None:
         if stats.dense:
             return
-        scheduled = self.probes_now(layer)
+        scheduled = self.probes_now(layer, length)
         self.steps[layer] = self.steps.get(layer, 0) + 1
         if scheduled and stats.probe is not None:
             self.correction[layer] = min(0.0, stats.probe["captured"] - stats.captured_mass)
