@@ -266,9 +266,12 @@ def _chat_chunk(rid: str, model: str, delta: dict, finish: str | None) -> dict:
 
 def _usage(last: GenerationChunk) -> dict:
     s = last.stats
-    return {"prompt_tokens": s.num_prompt_tokens, "completion_tokens": s.num_generated,
-            "total_tokens": s.num_prompt_tokens + s.num_generated,
-            "prompt_tokens_details": {"cached_tokens": s.num_cached_tokens}}
+    usage = {"prompt_tokens": s.num_prompt_tokens, "completion_tokens": s.num_generated,
+             "total_tokens": s.num_prompt_tokens + s.num_generated,
+             "prompt_tokens_details": {"cached_tokens": s.num_cached_tokens}}
+    if s.sparse is not None:  # an extension: what sparse decoding read (budget, captured mass, FP8 coverage)
+        usage["sparse_attention"] = s.sparse
+    return usage
 
 
 def _finish(reason: str | None) -> str | None:

@@ -6,6 +6,7 @@ is their torch reference and the tests run each kernel under TRITON_INTERPRET=1 
   each block read either from the cache-dtype pool or from the FP8 pool (with per-token scales):
   both kinds in one launch, online softmax, split over the selection (flash-decoding) and merged by
   log-sum-exp.
+  Past the trained window, flagged blocks are attended at remapped positions (`Remap`, InfLLM).
 - `quantize_fp8_rows`: per-row power-of-two scales and e4m3 values.
 
 Everything is computed in fp32 after loading (bf16 / FP8 arithmetic is unreliable in the
@@ -14,6 +15,8 @@ keys [Hkv, blocks, D, block_size], values [Hkv, slots, D], slot = block * block_
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -57,8 +60,9 @@ def block_bounds_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor,
 def _sparse_decode_kernel(
     q_ptr, k_ptr, v_ptr, k8_ptr, v8_ptr, k_scale_ptr, v_scale_ptr,
     table_ptr, fp8_ptr, out_ptr, lse_ptr,
+    q_far_ptr, far_ptr, logical_ptr, k8_far_ptr, k_scale_far_ptr, cos_ptr, sin_ptr,
     num_pool_blocks, num_slots, num_selected, per_split, context_len, group, scale,
-    D: tl.constexpr, BS: tl.constexpr, G: tl.constexpr,
+    D: tl.constexpr, BS: tl.constexpr, G: tl.constexpr, REMAP: tl.constexpr,
 ):
     head = tl.program_id(0)
     split = tl.program_id(1)
@@ -66,8 +70,10 @@ def _sparse_decode_kernel(
     dims = tl.arange(0, D)
     offs = tl.arange(0, BS)
     row_ok = rows < group
-    q = tl.load(q_ptr + (head * group + rows)[:, None] * D + dims[None, :], mask=row_ok[:, None], other=0.0)
-    q = q.to(tl.float32) * scale
+    q_offsets = (head * group + rows)[:, None] * D + dims[None, :]
+    q = tl.load(q_ptr + q_offsets, mask=row_ok[:, None], other=0.0).to(tl.float32) * scale
+    if REMAP:
+        q_far = tl.load(q_far_ptr + q_offsets, mask=row_ok[:, None], other=0.0).to(tl.float32) * scale
     m = tl.full((G,), float("-inf"), dtype=tl.float32)
     l = tl.zeros((G,), dtype=tl.float32)
     acc = tl.zeros((G, D), dtype=tl.float32)
@@ -79,15 +85,31 @@ def _sparse_decode_kernel(
         valid = slots < context_len
         k_offsets = ((head * num_pool_blocks + block) * D + dims)[:, None] * BS + offs[None, :]  # [D, BS]
         v_offsets = (head * num_slots + slots)[:, None] * D + dims[None, :]  # [BS, D]
+        is_far = 0
+        if REMAP:
+            is_far = tl.load(far_ptr + head * num_selected + i)
         if is_fp8:
-            k = tl.load(k8_ptr + k_offsets).to(tl.float32)
-            k = k * tl.load(k_scale_ptr + head * num_slots + slots)[None, :]
+            if is_far:  # the unrotated FP8 pool
+                k = tl.load(k8_far_ptr + k_offsets).to(tl.float32)
+                k = k * tl.load(k_scale_far_ptr + head * num_slots + slots)[None, :]
+            else:
+                k = tl.load(k8_ptr + k_offsets).to(tl.float32)
+                k = k * tl.load(k_scale_ptr + head * num_slots + slots)[None, :]
             v = tl.load(v8_ptr + v_offsets).to(tl.float32)
             v = v * tl.load(v_scale_ptr + head * num_slots + slots)[:, None]
         else:
             k = tl.load(k_ptr + k_offsets).to(tl.float32)
+            if is_far:  # unrotate: k cos - roll(k, D/2) sin at the tokens' own positions
+                rolled = ((head * num_pool_blocks + block) * D + (dims + D // 2) % D)[:, None] * BS + offs[None, :]
+                positions = tl.load(logical_ptr + head * num_selected + i) * BS + offs
+                table_offsets = positions[None, :] * D + dims[:, None]  # [D, BS]
+                k = k * tl.load(cos_ptr + table_offsets) - tl.load(k_ptr + rolled).to(tl.float32) * tl.load(
+                    sin_ptr + table_offsets)
             v = tl.load(v_ptr + v_offsets).to(tl.float32)
-        logits = tl.dot(q, k)  # [G, BS]
+        if REMAP:
+            logits = tl.dot(tl.where(is_far != 0, q_far, q), k)  # [G, BS]
+        else:
+            logits = tl.dot(q, k)
         logits = tl.where(valid[None, :], logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -103,10 +125,27 @@ def _sparse_decode_kernel(
     tl.store(lse_ptr + base + rows, lse, mask=row_ok)
 
 
+@dataclass
+class Remap:
+    """Positions past the trained window (InfLLM): blocks flagged `far` [Hkv, N] are attended by
+    `q_far` [H, D] (the unrotated query rotated to distance window_tokens) against unrotated keys:
+    cache-dtype blocks are unrotated in the kernel at their logical positions (`logical` [Hkv, N]
+    block ids; `cos`, `sin` [positions, D] as engine/rope.py builds them, sin carrying the sign),
+    FP8 blocks read from an unrotated FP8 pool `k8`, `k_scale` (the same layouts as the rotated one)."""
+
+    q_far: torch.Tensor
+    far: torch.Tensor
+    logical: torch.Tensor
+    k8: torch.Tensor
+    k_scale: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
 def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k8: torch.Tensor,
                         v8: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor, table: torch.Tensor,
                         is_fp8: torch.Tensor, context_len: int, scale: float, splits: int = 4,
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        remap: Remap | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """q [H, D]; k_cache [Hkv, blocks, D, BS] and v_cache [Hkv, slots, D] in the cache dtype, k8/v8
     the same in FP8 with k_scale/v_scale [Hkv, slots]; table [Hkv, N] the selected pool blocks per KV
     head, is_fp8 [Hkv, N] which pool each is read from. Returns out [H, D] fp32 and lse [H]."""
@@ -118,11 +157,17 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     per_split = triton.cdiv(num_selected, splits)
     out = torch.empty(num_kv_heads, splits, group, dim, dtype=torch.float32, device=q.device)
     lse = torch.empty(num_kv_heads, splits, group, dtype=torch.float32, device=q.device)
+    if remap is None:  # unused pointers: any tensor
+        far_args = (q, table, table, k8, k_scale, k_scale, k_scale)
+    else:
+        far_args = (remap.q_far.contiguous(), remap.far.to(torch.int32).contiguous(),
+                    remap.logical.to(torch.int32).contiguous(), remap.k8, remap.k_scale.float().contiguous(),
+                    remap.cos.float().contiguous(), remap.sin.float().contiguous())
     _sparse_decode_kernel[(num_kv_heads, splits)](
         q.contiguous(), k_cache, v_cache, k8, v8, k_scale.float().contiguous(), v_scale.float().contiguous(),
-        table.to(torch.int32).contiguous(), is_fp8.to(torch.int32).contiguous(), out, lse,
+        table.to(torch.int32).contiguous(), is_fp8.to(torch.int32).contiguous(), out, lse, *far_args,
         num_pool_blocks, v_cache.shape[1], num_selected, per_split, context_len, group, scale,
-        D=dim, BS=block_size, G=max(GROUP_PAD, triton.next_power_of_2(group)))
+        D=dim, BS=block_size, G=max(GROUP_PAD, triton.next_power_of_2(group)), REMAP=remap is not None)
     total = torch.logsumexp(lse, dim=1)  # [Hkv, G]: the splits merged
     weights = torch.exp(lse - total[:, None]).nan_to_num(0.0)
     merged = (out * weights[..., None]).sum(1)

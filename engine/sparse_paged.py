@@ -2,11 +2,12 @@
 written, so a decode step reads only what it selects.
 
 Per layer (`SparsePools`): each block's channel-wise key min/max (Quest's bounds, [Hkv, blocks, D]
-fp32) and an FP8 e4m3 copy of every key and value with per-token, per-head power-of-two scales.
-A decode step (`sparse_paged_decode`) then reads: the bounds of the sequence's middle blocks (a
-sixteenth of their keys' bytes at head_dim 64), FP8 keys of the candidate blocks, and the selected
-blocks — the best in the cache dtype, the next band in FP8 — beside the sinks and the window.
-Same semantics as `sparse_attention.sparse_decode`, which the tests hold it to.
+fp32) and an FP8 e4m3 copy of every key and value with per-token, per-head power-of-two scales;
+where positions may be remapped, the same for the keys before RoPE. A decode step
+(`sparse_paged_decode`) then reads: the bounds of the sequence's middle blocks (a sixteenth of their
+keys' bytes at head_dim 64), FP8 keys of the candidate blocks, and what it attends — sinks, the
+window's newest part and the best selected blocks in the cache dtype, the window's older part and
+the next band in FP8. Same semantics as `sparse_attention.sparse_decode`, which the tests hold it to.
 """
 
 from __future__ import annotations

@@ -162,3 +162,22 @@ def test_an_api_key_is_required_when_set_and_beyond_loopback(tmp_path: Path) -> 
                              capture_output=True, text=True, timeout=60, check=False,
                              env={**os.environ, "ZHIYIN_LANG": "en"})
     assert refused.returncode == 2 and "--api-key-env" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_sparse_attention_reports_what_it_read_in_usage(tmp_path: Path) -> None:
+    """With `attention = "sparse-fp8"` a prompt longer than sinks + window + budget decodes sparsely,
+    and the response's usage says what that read (an extension field OpenAI clients ignore)."""
+    (tmp_path / "config" / "zhiyin").mkdir(parents=True)
+    (tmp_path / "config" / "zhiyin" / "config.toml").write_text('[engine]\nattention = "sparse-fp8"\n', encoding="utf-8")
+    process, url = start(tmp_path)
+    try:
+        prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(300))  # ~5k tokens
+        api = client(url, timeout=600)
+        answer = api.completions.create(model=api.models.list().data[0].id, prompt=prompt, max_tokens=4, temperature=0)
+        sparse = answer.usage.model_extra["sparse_attention"]
+        assert answer.usage.prompt_tokens > 64 + 2048 + 2048
+        assert sparse["layer_steps"] == 29 * 3 and 0.7 < sparse["fp8_coverage"] < 1  # layer 0 stays dense
+        assert 0 < sparse["captured_mass"] <= 1 and sparse["budget_tokens"] > 0 and sparse["probes"] >= 29
+    finally:
+        process.terminate()
+        process.wait(30)

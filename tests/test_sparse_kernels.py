@@ -16,6 +16,7 @@ from engine.sparse_attention import (
     quest_bound,
 )
 from engine.sparse_kernels import (
+    Remap,
     block_bounds_scores,
     quantize_fp8_rows,
     sparse_paged_decode,
@@ -93,6 +94,58 @@ def test_mixed_precision_paged_decode_matches_the_reference(splits: int) -> None
     out_bf16, _ = sparse_paged_decode(q, k_cache, v_cache, k8, v8, k_scale, v_scale, table, bf16_only,
                                       context_len, scale, splits=splits)
     torch.testing.assert_close(out_bf16, exact_out, rtol=1e-3, atol=1e-4)
+
+
+def test_remapped_blocks_are_unrotated_and_met_by_the_far_query() -> None:
+    """Past the trained window, far blocks are read as unrotated keys (bf16 ones unrotated in the
+    kernel at their logical positions, FP8 ones from the unrotated pool) against the far query."""
+    from engine.config import ModelConfig
+    from engine.rope import RotaryEmbedding, apply_rotary
+
+    num_pool_blocks = 10
+    rope = RotaryEmbedding(ModelConfig(arch="llama", vocab_size=8, hidden_size=DIM * GROUP, num_layers=1,
+                                       num_heads=GROUP, num_kv_heads=1, intermediate_size=8, max_position=64,
+                                       head_dim=DIM), num_pool_blocks * BS)
+    g = torch.Generator().manual_seed(3)
+    k_pre = torch.randn(KV_HEADS, num_pool_blocks, BS, DIM, generator=g)
+    logical_of_pool = torch.randperm(num_pool_blocks, generator=g)  # pool block b holds logical block logical_of_pool[b]
+    positions = (logical_of_pool[:, None] * BS + torch.arange(BS)).flatten()
+    cos, sin = rope(positions)  # [slots, 1, D]
+    rotated = apply_rotary(k_pre.reshape(KV_HEADS, -1, DIM).transpose(0, 1), cos, sin).transpose(0, 1)
+    k_cache = rotated.reshape(KV_HEADS, num_pool_blocks, BS, DIM).transpose(2, 3).contiguous()  # fp32 cache
+    v_cache = torch.randn(KV_HEADS, num_pool_blocks * BS, DIM, generator=g)
+    k8, k_scale = quantize_fp8(k_cache.transpose(2, 3))
+    k8, k_scale = k8.transpose(2, 3).contiguous(), k_scale.reshape(KV_HEADS, -1)
+    k8_far, k_scale_far = quantize_fp8(k_pre)
+    k8_far, k_scale_far = k8_far.transpose(2, 3).contiguous(), k_scale_far.reshape(KV_HEADS, -1)
+    v8, v_scale = quantize_fp8(v_cache)
+    v_scale = v_scale.squeeze(-1)
+    q, q_far = torch.randn(2, KV_HEADS * GROUP, DIM, generator=g)
+    table = torch.tensor([[4, 1, 8, 0, 6], [9, 2, 5, 7, 3]])
+    is_fp8 = torch.tensor([[0, 1, 0, 1, 0], [1, 0, 0, 1, 0]])
+    far = torch.tensor([[1, 1, 0, 0, 1], [1, 1, 1, 0, 0]])
+    scale = 1 / math.sqrt(DIM)
+    remap = Remap(q_far, far, logical_of_pool[table], k8_far, k_scale_far, rope.cos, rope.sin)
+    out, lse = sparse_paged_decode(q, k_cache, v_cache, k8, v8, k_scale, v_scale, table, is_fp8,
+                                   num_pool_blocks * BS, scale, splits=2, remap=remap)
+
+    expected_out, expected_lse = [], []
+    for h in range(KV_HEADS):
+        logits, values = [], []
+        for block, fp8, is_far in zip(table[h].tolist(), is_fp8[h].tolist(), far[h].tolist(), strict=True):
+            slots = torch.arange(block * BS, (block + 1) * BS)
+            if is_far:
+                keys = dequantize_fp8(k8_far[h, block].T, k_scale_far[h, slots, None]) if fp8 else k_pre[h, block]
+            else:
+                keys = dequantize_fp8(k8[h, block].T, k_scale[h, slots, None]) if fp8 else k_cache[h, block].T
+            query = (q_far if is_far else q)[h * GROUP : (h + 1) * GROUP]
+            logits.append(query @ keys.T * scale)
+            values.append(dequantize_fp8(v8[h, slots], v_scale[h, slots, None]) if fp8 else v_cache[h, slots])
+        logits = torch.cat(logits, -1)
+        expected_lse.append(torch.logsumexp(logits, -1))
+        expected_out.append(torch.softmax(logits, -1) @ torch.cat(values))
+    torch.testing.assert_close(out, torch.cat(expected_out), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(lse, torch.cat(expected_lse), rtol=1e-4, atol=1e-4)
 
 
 def test_quantisation_kernel_matches_the_reference_scales_and_values() -> None:
