@@ -206,15 +206,16 @@ def beyond_trained(model: Path, long_tokens: list[int], positions: int, trials: 
     return out
 
 
-def quality_at_8k(model: Path, context: int, positions: int) -> tuple[dict, dict, dict]:
-    """Each configuration against dense, teacher-forced over the last `positions` tokens at `context`."""
+def quality_at_8k(model: Path, context: int, positions: int, names: list[str]) -> tuple[dict, dict, dict]:
+    """Each configuration named against dense, teacher-forced over the last `positions` tokens at `context`."""
     probe_engine = LLMEngine.load(model)
     ids, files = context_ids(probe_engine, context)
     del probe_engine
     first = len(ids) - positions
     targets = torch.tensor(ids[first:])
     results, dense_top1, dense_loss = {}, None, None
-    for name, config in CONFIGS.items():
+    for name in ["dense", *names]:
+        config = CONFIGS[name]
         log(f"{name}: {positions} positions at {len(ids)} tokens …")
         logits, info = run(model, ids, first, config)
         logprobs = torch.log_softmax(logits.float(), -1)
@@ -229,13 +230,13 @@ def quality_at_8k(model: Path, context: int, positions: int) -> tuple[dict, dict
                                                "top1_agreement": round(float((top1 == dense_top1).float().mean()), 4)}
         results[name] = row
         log(f"  {json.dumps({k: v for k, v in row.items() if k != 'layers'})}")
-    default = results["sparse-fp8 default"]
-    fixed = results["sparse-fp8 w2048+2048 fixed"]
-    small = results["sparse-fp8 w1024+1024 fixed"]
-    figures = {"min_median_captured": default["min_median_captured"], "recovered_2048": fixed["median_recovered"],
-               "recovered_1024": small["median_recovered"], "delta_loss": default["delta_loss"],
-               "top1_agreement": default["top1_agreement"], "fp8_coverage": default["fp8_coverage"]}
-    oracle = {"recovered_2048": fixed["median_oracle_recovered"], "recovered_1024": small["median_oracle_recovered"]}
+    figures, oracle = {}, {}
+    if default := results.get("sparse-fp8 default"):
+        figures |= {key: default[key] for key in ("min_median_captured", "delta_loss", "top1_agreement", "fp8_coverage")}
+    for name, figure in (("sparse-fp8 w2048+2048 fixed", "recovered_2048"), ("sparse-fp8 w1024+1024 fixed", "recovered_1024")):
+        if name in results:
+            figures[figure] = results[name]["median_recovered"]
+            oracle[figure] = results[name]["median_oracle_recovered"]
     return results, figures, {"context": len(ids), "positions": positions, "files": len(files), "oracle": oracle}
 
 
@@ -289,6 +290,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="signatures copied per distance")
     parser.add_argument("--dense-long", type=int, default=32768, help="dense attention shown past its window here")
     parser.add_argument("--parts", default="8k,long", help="8k (selection and quality), long (past 8k)")
+    parser.add_argument("--configs", default=",".join(list(CONFIGS)[1:]), help="sparse configurations run at 8k")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = default_model_path()
@@ -296,7 +298,7 @@ def main() -> None:
     result: dict = {"bench": "sparse", "machine": machine(), "corpus": "python stdlib (this interpreter)",
                     "figures": {}, "targets": {}}
     if "8k" in parts:
-        results, figures, config = quality_at_8k(model, args.context, args.positions)
+        results, figures, config = quality_at_8k(model, args.context, args.positions, args.configs.split(","))
         result |= {"config_8k": config, "results_8k": results, "baselines": {"dense": results["dense"]}}
         result["figures"] |= figures
     if "long" in parts:
