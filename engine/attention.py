@@ -123,24 +123,30 @@ def paged_attention(
         return torch.cat([_decode(q[i : i + 1], k_cache, v_cache, m, scale) for i, m in enumerate(meta.metas)])
     if q.shape[0] == 1:
         return _decode(q, k_cache, v_cache, meta, scale)
-    num_new, num_heads, head_dim = q.shape
-    num_kv_heads = k.shape[1]
-    group = num_heads // num_kv_heads
-    q = q.transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
-    k_new = k.transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)  # [1, H, T, D]
-    v_new = v.transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
-    out, lse = _flash(q, k_new, v_new, is_causal=True, scale=scale)
-    past = meta.context_len - num_new
+    queries = q.transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
+    out, lse = causal_attention(queries, k, v, scale)
+    past = meta.context_len - q.shape[0]
     if past:
-        # One query row per (head in group, token): the whole group shares one K/V head.
-        q_past = q.reshape(1, num_kv_heads, group * num_new, head_dim)
-        k_past = gather_keys(k_cache, meta, past)[None]  # [1, Hkv, past, D]
-        v_past = gather_values(v_cache, meta, past)[None]
-        out_past, lse_past = _flash(q_past, k_past, v_past, scale=scale)
-        out_past = out_past.reshape(1, num_heads, num_new, head_dim)
-        lse_past = lse_past.reshape(1, num_heads, num_new)
-        out, lse = merge_partials(out, lse, out_past, lse_past)
+        keys, values = gather_keys(k_cache, meta, past), gather_values(v_cache, meta, past)
+        out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     return out[0].transpose(0, 1)
+
+
+def causal_attention(queries: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
+    """A chunk attending itself causally: queries [1, H, T, D], k, v [T, Hkv, D] -> out [1, H, T, D], lse [1, H, T]."""
+    group = queries.shape[1] // k.shape[1]
+    k_new, v_new = (x.transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0) for x in (k, v))  # [1, H, T, D]
+    return _flash(queries, k_new, v_new, is_causal=True, scale=scale)
+
+
+def grouped_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float):
+    """Queries [1, H, T, D] against keys, values [Hkv, N, D] all before them (no mask): out [1, H, T, D],
+    lse [1, H, T]. One query row per (head in group, token): the whole group shares one K/V head."""
+    _, num_heads, num_new, head_dim = queries.shape
+    num_kv_heads = keys.shape[0]
+    rows = queries.reshape(1, num_kv_heads, num_heads // num_kv_heads * num_new, head_dim)
+    out, lse = _flash(rows, keys[None].to(queries.dtype), values[None].to(queries.dtype), scale=scale)
+    return out.reshape(1, num_heads, num_new, head_dim), lse.reshape(1, num_heads, num_new)
 
 
 def merge_partials(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -79,12 +79,13 @@ class LLMEngine:
         num_blocks = KVCache.num_blocks_for(self.config, kv_dtype, options.kv_cache_mib << 20, self.max_context)
         self.kv = KVCache(self.config, num_blocks, kv_dtype)
         if model.sparse is not None:
+            remaps = self.max_context > trained  # longer contexts remap positions in every layer
             layers = set(range(self.config.num_layers))
-            if self.max_context > trained:  # longer contexts remap positions in every layer
+            if remaps:
                 model.sparse = replace(model.sparse, remap_beyond=trained)
             else:
                 layers -= set(model.sparse.dense_layers)
-            self.kv.enable_sparse(layers, unrotated=self.max_context > trained)
+            self.kv.enable_sparse(layers, unrotated=remaps)
         self.blocks = BlockManager(num_blocks, self.kv.block_size)
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
                                    prefill_chunk=options.prefill_chunk, max_batch=options.max_batch)

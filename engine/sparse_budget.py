@@ -10,9 +10,9 @@ target with room to spare (additive decrease: a layer that needs its blocks gets
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from engine.sparse_attention import SparseConfig, SparseStats
+from engine.sparse_attention import SparseConfig, SparseCounter, SparseStats
 
 HEADROOM = 0.02  # above target + this, a layer gives a block back
 PROBE_SPAN = 8192  # tokens of context per probe_every steps
@@ -24,13 +24,13 @@ class SparseBudget:
     budgets: dict[int, int] = field(default_factory=dict)  # layer -> tokens selected between sinks and window
     steps: dict[int, int] = field(default_factory=dict)  # layer -> sparse steps so far
     correction: dict[int, float] = field(default_factory=dict)  # layer -> exact minus estimated mass, last probe
-    layer_steps: int = 0
-    attended_tokens: int = 0
-    fp8_tokens: int = 0
-    blocks_scored: int = 0
-    budget_total: int = 0
-    captured_total: float = 0.0
-    probes: int = 0
+    totals: SparseCounter = field(default_factory=SparseCounter)  # this request's sparse layer-steps
+    captured_total: float = 0.0  # the mass the loop steered by, summed over them
+    probes: int = 0  # scheduled probes taken
+
+    @property
+    def layer_steps(self) -> int:
+        return self.totals.steps
 
     def budget(self, layer: int) -> int:
         return self.budgets.get(layer, self.config.budget_tokens)
@@ -53,11 +53,7 @@ class SparseBudget:
         else:
             captured = min(1.0, stats.captured_mass + self.correction.get(layer, 0.0))
         self._steer(layer, captured)
-        self.layer_steps += 1
-        self.attended_tokens += stats.attended_tokens
-        self.fp8_tokens += stats.fp8_tokens
-        self.blocks_scored += stats.blocks_scored
-        self.budget_total += stats.budget_tokens
+        self.totals.add(replace(stats, probe=None))  # the model's counter keeps probes for benchmarks
         self.captured_total += captured
 
     def _steer(self, layer: int, captured: float) -> None:
@@ -73,9 +69,8 @@ class SparseBudget:
 
     def metrics(self) -> dict[str, float]:
         """Per request, averaged over its sparse layer-steps: what `GenerationStats.sparse` carries."""
-        n = max(1, self.layer_steps)
-        return {"layer_steps": self.layer_steps, "budget_tokens": round(self.budget_total / n, 1),
-                "captured_mass": round(self.captured_total / n, 4),
-                "fp8_coverage": round(self.fp8_tokens / self.attended_tokens, 4) if self.attended_tokens else 0.0,
-                "attended_tokens": round(self.attended_tokens / n, 1), "blocks_scored": round(self.blocks_scored / n, 1),
+        t, n = self.totals, max(1, self.totals.steps)
+        return {"layer_steps": t.steps, "budget_tokens": round(t.budget_tokens / n, 1),
+                "captured_mass": round(self.captured_total / n, 4), "fp8_coverage": round(t.fp8_coverage, 4),
+                "attended_tokens": round(t.attended_tokens / n, 1), "blocks_scored": round(t.blocks_scored / n, 1),
                 "probes": self.probes}

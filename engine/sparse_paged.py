@@ -58,7 +58,7 @@ class KeyPool:
     def logits(self, qg: torch.Tensor, blocks: torch.Tensor, bs: int, scale: float) -> torch.Tensor:
         """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]."""
         heads = torch.arange(blocks.shape[0])[:, None]
-        slots = _block_slots(blocks, bs)
+        slots = block_slots(blocks, bs)
         keys = dequantize_fp8(self.k8[heads, slots], self.k_scale[heads, slots][..., None])  # [Hkv, N * bs, D]
         logits = torch.einsum("hgd,htd->hgt", qg, keys) * scale
         return logits.view(*logits.shape[:2], blocks.shape[1], bs)
@@ -108,8 +108,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     qg = q.float().view(num_kv_heads, group, dim)
     remap = config.remaps(length)
     if remap:
-        cos, sin = rope(torch.tensor([config.window_tokens]))
-        q_far = apply_rotary(q_unrotated.float()[None], cos, sin)[0].view(num_kv_heads, group, dim)
+        q_far = far_query(q_unrotated[None], config, rope)[0].view(num_kv_heads, group, dim)
         far_pool = pools.unrotated
     else:
         q_far, far_pool = qg, pools.keys
@@ -147,8 +146,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     logits = torch.cat([p.flatten(2) for p in parts], -1)  # [Hkv, G, tokens]
 
     heads = torch.arange(num_kv_heads)[:, None]
-    hi_slots = _block_slots(table[torch.cat([far_hi, near_hi], 1)], bs)
-    lo_slots = _block_slots(table[torch.cat([near_lo, middle[chosen[:, high:]]], 1)], bs)
+    hi_slots = block_slots(table[torch.cat([far_hi, near_hi], 1)], bs)
+    lo_slots = block_slots(table[torch.cat([near_lo, middle[chosen[:, high:]]], 1)], bs)
     values = torch.cat([v_cache[heads, hi_slots].float(),
                         dequantize_fp8(pools.v8[heads, lo_slots], pools.v_scale[heads, lo_slots][..., None])], 1)
     lse = torch.logsumexp(logits, -1)
@@ -167,6 +166,12 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     return out.reshape(num_heads, dim).to(q.dtype), stats
 
 
+def far_query(q_unrotated: torch.Tensor, config: SparseConfig, rope) -> torch.Tensor:
+    """Queries [T, H, D] before RoPE, rotated to distance `window_tokens` from unrotated keys: fp32."""
+    cos, sin = rope(torch.tensor([config.window_tokens]))
+    return apply_rotary(q_unrotated.float(), cos, sin)
+
+
 def cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor, bs: int, rope) -> torch.Tensor:
     """The cache's keys of logical blocks [Hkv, N]: [Hkv, N, bs, D] fp32; unrotated with `rope`."""
     heads = torch.arange(logical.shape[0])[:, None]
@@ -178,6 +183,6 @@ def cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor
     return apply_rotary(keys.reshape(-1, 1, keys.shape[-1]), cos, -sin).view(keys.shape)
 
 
-def _block_slots(blocks: torch.Tensor, bs: int) -> torch.Tensor:
+def block_slots(blocks: torch.Tensor, bs: int) -> torch.Tensor:
     """Pool block ids [Hkv, N] -> the slots of their tokens [Hkv, N * bs]."""
     return (blocks[..., None] * bs + torch.arange(bs)).flatten(1)
