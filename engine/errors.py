@@ -96,3 +96,8 @@ class DefaultModelMissingError(EngineError):
 
 class UnknownEmbedderError(EngineError):
     message = N_("Unknown embedding model '{name}'. Choose one of: {known}.")
+
+
+class AdapterNotFoundError(EngineError):
+    message = N_("No adapter named {name} (looked in {folder}). Run `zhiyin model list` to see the adapters, "
+                 "or `zhiyin adapt` to make one.")

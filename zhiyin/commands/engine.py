@@ -64,7 +64,7 @@ def run_engine(args: argparse.Namespace) -> int:
         raise MissingApiKeyError(host=args.host)
     config = load_config(None)
     config.engine.max_batch = args.max_batch
-    engine = open_engine(config, args.model, args.dtype, args.threads)
+    engine = open_engine(config, args.model, args.dtype, args.threads, args.adapter)
     app = create_app(engine, api_key=api_key, max_queue=args.max_queue, model_name=args.served_model_name)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            timeout_graceful_shutdown=2))

@@ -12,7 +12,7 @@ from zhiyin.runtime import open_engine
 
 def run_generate(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
-    engine = open_engine(load_config(), args.model, args.dtype, args.threads)
+    engine = open_engine(load_config(), args.model, args.dtype, args.threads, args.adapter)
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": text}
