@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,38 @@ def test_adapt_command_errors_are_one_line(tmp_path):
     done = run_cli("adapt", str(tmp_path / "empty"), "--steps", "1", env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "源代码" in done.stderr
+
+
+def test_no_room_on_disk_is_a_clear_error_before_training(tiny_models, repo, tmp_path, monkeypatch):
+    import shutil
+
+    from zhiyin.adaptation import DiskSpaceError
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DiskSpaceError):
+        adapt(repo, engine_for(tiny_models["llama"][1]), tmp_path / "a.safetensors", small_settings())
+    assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(repo, tmp_path):
+    """SIGKILL while training (checkpoints are written every 10 steps): the next run resumes from the
+    last whole checkpoint and finishes; no temporary file is ever taken for a checkpoint."""
+    env = os.environ | {"XDG_DATA_HOME": str(tmp_path / "data"), "ZHIYIN_LANG": "en", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "zhiyin", "adapt", str(repo), "--steps", "60", "--seq-len", "32", "--batch",
+               "1", "--rank", "2", "--json"]
+    folder = tmp_path / "data" / "zhiyin" / "adapters" / "SmolLM2-135M-Instruct.Q4_1"
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (folder / "repo.partial.safetensors").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        process.kill()
+        process.wait()
+    assert (folder / "repo.partial.safetensors").exists() and not (folder / "repo.safetensors").exists()
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["resumed_from"] >= 10 and report["resumed_from"] % 10 == 0 and report["steps"] == 60
+    assert sorted(p.name for p in folder.iterdir()) == ["repo.safetensors"]

@@ -223,6 +223,8 @@ def adapt(root: Path, engine: LLMEngine, adapter_path: Path, settings: AdaptSett
     adapter = Adapter(engine.config, AdapterConfig(settings.rank, settings.lora_alpha, settings.residual),
                       seed=settings.seed)
     check_disk(adapter_path.parent, adapter)
+    for stale in adapter_path.parent.glob(f".{adapter_path.stem}*.tmp"):  # a killed run's half-written file
+        stale.unlink(missing_ok=True)
     planned = settings.steps or 10**9
     if settings.minutes is not None and settings.steps is None:  # for the schedule: steps the time allows
         planned = max(1, int(settings.minutes * 60 / _seconds_per_step_guess(engine, settings)))
