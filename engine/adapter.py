@@ -93,7 +93,7 @@ class Adapter(nn.Module):
                        "gate_up_proj": layer.mlp.gate_up_proj, "down_proj": layer.mlp.down_proj}
             for name in self.config.targets:
                 weight = modules[name].weight
-                weight.copy_((weight.float() + self.delta(name, i)).to(weight.dtype))
+                weight.copy_((weight.float() + self.delta(name, i).to(weight.device)).to(weight.dtype))
             for j, last in enumerate((layer.self_attn.o_proj, layer.mlp.down_proj)):
                 last.weight.copy_((last.weight.float() * self.residual_scale[i, j]).to(last.weight.dtype))
 
@@ -101,7 +101,7 @@ class Adapter(nn.Module):
         named = {f"{name}.lora_a": self.lora_a[name] for name in self.config.targets}
         named |= {f"{name}.lora_b": self.lora_b[name] for name in self.config.targets}
         named["residual_scale"] = self.residual_scale
-        return {k: v.detach().float().contiguous() for k, v in named.items()}
+        return {k: v.detach().float().cpu().contiguous() for k, v in named.items()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():

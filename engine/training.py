@@ -157,8 +157,8 @@ class AdapterTrainer:
         for index, param in enumerate(self.adapter.trainable()):
             state = self.optimizer.state.get(param)
             if state:
-                out[f"optimizer.{index}.exp_avg"] = state["exp_avg"].contiguous()
-                out[f"optimizer.{index}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
+                out[f"optimizer.{index}.exp_avg"] = state["exp_avg"].cpu().contiguous()
+                out[f"optimizer.{index}.exp_avg_sq"] = state["exp_avg_sq"].cpu().contiguous()
                 out[f"optimizer.{index}.step"] = torch.as_tensor(state["step"], dtype=torch.float64).reshape(1)
         return out
 
@@ -167,8 +167,8 @@ class AdapterTrainer:
             if f"optimizer.{index}.exp_avg" in tensors:
                 self.optimizer.state[param] = {
                     "step": tensors[f"optimizer.{index}.step"].reshape(()).float(),
-                    "exp_avg": tensors[f"optimizer.{index}.exp_avg"].clone(),
-                    "exp_avg_sq": tensors[f"optimizer.{index}.exp_avg_sq"].clone(),
+                    "exp_avg": tensors[f"optimizer.{index}.exp_avg"].to(param.device, copy=True),
+                    "exp_avg_sq": tensors[f"optimizer.{index}.exp_avg_sq"].to(param.device, copy=True),
                 }
         self.step_count = step_count
 

@@ -225,6 +225,7 @@ def test_damaged_or_mismatched_checkpoint_is_refused(tiny_models, repo, tmp_path
     assert adapt(repo, engine, path, small_settings(), restart=True).resumed_from == 0
 
 
+@pytest.mark.slow
 def test_memory_budget_picks_recompute_then_smaller_batches(engine_fp32):
     generous = AdaptSettings(batch=4, seq_len=256, max_memory_mib=16384)
     assert fit_memory(engine_fp32, generous) == (4, False)
@@ -245,6 +246,7 @@ def run_cli(*args: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=600, check=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_adapt_command_on_the_default_model(repo, tmp_path):
     """The command end to end: trains within its memory budget (peak RSS measured), lists the adapter,
     serves it, and the base model answers as before once the adapter is deleted."""
@@ -274,6 +276,7 @@ def test_adapt_command_on_the_default_model(repo, tmp_path):
     assert "适配" in missing.stderr
 
 
+@pytest.mark.slow
 def test_adapt_command_errors_are_one_line(tmp_path):
     env = os.environ | {"XDG_DATA_HOME": str(tmp_path / "data"), "ZHIYIN_LANG": "zh_CN"}
     (tmp_path / "empty").mkdir()
@@ -293,6 +296,7 @@ def test_no_room_on_disk_is_a_clear_error_before_training(tiny_models, repo, tmp
     assert not (tmp_path / "a.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(repo, tmp_path):
     """SIGKILL while training (checkpoints are written every 10 steps): the next run resumes from the
     last whole checkpoint and finishes; no temporary file is ever taken for a checkpoint."""

@@ -220,8 +220,9 @@ def adapt(root: Path, engine: LLMEngine, adapter_path: Path, settings: AdaptSett
     batch, recompute = fit_memory(engine, settings)
     settings = AdaptSettings(**{**asdict(settings), "batch": batch})
     model = engine.model
+    device = model.embed_tokens.weight.device
     adapter = Adapter(engine.config, AdapterConfig(settings.rank, settings.lora_alpha, settings.residual),
-                      seed=settings.seed)
+                      seed=settings.seed).to(device)
     check_disk(adapter_path.parent, adapter)
     for stale in adapter_path.parent.glob(f".{adapter_path.stem}*.tmp"):  # a killed run's half-written file
         stale.unlink(missing_ok=True)
@@ -244,7 +245,7 @@ def adapt(root: Path, engine: LLMEngine, adapter_path: Path, settings: AdaptSett
         state["curve"].append({"step": state["step"], "seconds": round(state["seconds"], 2),
                                "bits_per_byte": bits_per_byte(nats, head_bytes)})
 
-    before = bits_per_byte(evaluate_nats(model, Adapter(engine.config, adapter.config), corpus.validation,
+    before = bits_per_byte(evaluate_nats(model, Adapter(engine.config, adapter.config).to(device), corpus.validation,
                                          autocast_bf16=True), corpus.validation_bytes)
     if not state["curve"]:
         validation_point()
@@ -266,7 +267,7 @@ def adapt(root: Path, engine: LLMEngine, adapter_path: Path, settings: AdaptSett
         validation_point()
     after = bits_per_byte(evaluate_nats(model, adapter, corpus.validation, autocast_bf16=True), corpus.validation_bytes)
     result = AdaptReport(adapter_path, state["step"], state["seconds"], state["tokens"], before, after, state["curve"],
-                         adapter.residual_scale.detach().tolist(), len(corpus.train_files),
+                         adapter.residual_scale.detach().cpu().tolist(), len(corpus.train_files),
                          len(corpus.validation_files), resumed_from)
     summary = {k: v for k, v in result.as_dict().items() if k not in ("adapter_path", "curve")}
     save_adapter(adapter_path, adapter, base_fingerprint(model), summary | {"settings": asdict(settings)})
@@ -327,6 +328,10 @@ def _resume(path: Path, trainer: AdapterTrainer, settings: AdaptSettings, corpus
 
 
 def open_training_engine(model_path: Path, threads: int | None = None) -> LLMEngine:
-    """The base model with fp32 weights (training reads them under bf16 autocast) and no adapter."""
-    return LLMEngine.load(model_path, EngineOptions(dtype="fp32", int8_decode=False, kv_cache_mib=64,
-                                                    num_threads=threads))
+    """The base model with fp32 weights (training reads them under bf16 autocast) and no adapter;
+    on a CUDA GPU when there is one (then the engine is for training only)."""
+    engine = LLMEngine.load(model_path, EngineOptions(dtype="fp32", int8_decode=False, kv_cache_mib=64,
+                                                      num_threads=threads))
+    if torch.cuda.is_available():
+        engine.model.to("cuda")
+    return engine
