@@ -177,6 +177,17 @@ def save_adapter(path: Path, adapter: Adapter, base_model: str, report: dict) ->
     save_tensors(path, adapter.tensors(), metadata)
 
 
+def adapter_digest(path: Path) -> str:
+    """The SHA-256 of an adapter's tensors, from its header (checked when the tensors are loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("sha256", "")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterFileError(path=str(path), detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
 def read_adapter_info(path: Path) -> AdapterInfo:
     _, metadata = load_tensors(path)
     return _info(path, metadata)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import torch
 
-from engine.adapter import base_fingerprint, load_adapter
+from engine.adapter import adapter_digest, base_fingerprint, load_adapter
 from engine.attention import AttentionMetadata, BatchMetadata
 from engine.block_manager import BlockManager
 from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
 from engine.kv_cache import KVCache
+from engine.kv_disk import DiskKVStore
+from engine.kv_persist import KVPersistence
 from engine.model import Transformer, required_tensor_names
 from engine.prompt import Prompt
 from engine.prompt_format import build_fim_prompt, render_chat
@@ -42,6 +44,8 @@ class EngineOptions:
     attention: str = "dense"  # decode attention: dense, sparse (selected blocks, cache dtype), sparse-fp8
     sparse: SparseConfig = field(default_factory=SparseConfig)  # for the sparse modes
     adapter: Path | None = None  # a repository adapter (engine/adapter.py) folded into the weights
+    kv_disk_dir: Path | None = None  # the disk tier: prompt prefixes' KV persisted across processes
+    kv_disk_mib: int = 4096  # its byte budget (least recently used chunks evicted)
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"
@@ -91,8 +95,15 @@ class LLMEngine:
                 layers -= set(model.sparse.dense_layers)
             self.kv.enable_sparse(layers, unrotated=remaps)
         self.blocks = BlockManager(num_blocks, self.kv.block_size)
+        self.persistence = None
+        if options.kv_disk_dir is not None:
+            store = DiskKVStore(Path(options.kv_disk_dir), model_id, kv_dtype, options.kv_disk_mib << 20)
+            self.persistence = KVPersistence(store, self.kv, model.rotary)
+        persistence = self.persistence
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
-                                   prefill_chunk=options.prefill_chunk, max_batch=options.max_batch)
+                                   prefill_chunk=options.prefill_chunk, max_batch=options.max_batch,
+                                   restore=persistence.restore if persistence else None,
+                                   persist=persistence.persist if persistence else None)
 
     @classmethod
     def load(cls, path: str | Path, options: EngineOptions | None = None) -> "LLMEngine":
@@ -102,8 +113,8 @@ class LLMEngine:
         checkpoint = load_checkpoint(path, DTYPES[options.dtype])
         model = build_model(checkpoint, options)
         model_id = checkpoint.model_id  # keys cached KV: other weights, another id
-        if options.adapter is not None:
-            model_id += "+" + Path(options.adapter).stem
+        if options.adapter is not None:  # its digest: a retrained adapter of the same name is other weights
+            model_id += "+" + adapter_digest(Path(options.adapter))[:16]
         return cls(model, checkpoint.tokenizer, model_id, options)
 
     @property

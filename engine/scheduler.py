@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class GenerationStats:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens whose KV was reused, not recomputed
+    num_disk_tokens: int = 0  # of those, read from the disk tier
     num_generated: int = 0
     queue_s: float = 0.0  # waiting for a turn before the prefill started
     time_to_first_token_s: float = 0.0  # the prefill, from its start
@@ -86,8 +87,10 @@ DecodeStep = Callable[[list[Request]], torch.Tensor]
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, prefill: PrefillStep, decode: DecodeStep, *,
-                 prefill_chunk: int, max_batch: int) -> None:
+                 prefill_chunk: int, max_batch: int, restore: Callable[[Sequence], int] | None = None,
+                 persist: Callable[[Sequence, int], None] | None = None) -> None:
         self.blocks, self._prefill, self._decode = blocks, prefill, decode
+        self._restore, self._persist = restore, persist  # the disk tier (engine/kv_persist.py), when on
         self.prefill_chunk, self.max_batch = prefill_chunk, max_batch
         self._waiting: deque[Request] = deque()
         self._admitting: Request | None = None
@@ -170,6 +173,10 @@ class Scheduler:
             self._waiting.popleft()
         request.started = time.perf_counter()
         request.stats.queue_s = request.started - request.submitted
+        if self._restore is not None:  # counted in the time to first token
+            restored = self._restore(seq)
+            request.stats.num_cached_tokens += restored
+            request.stats.num_disk_tokens = restored
         self._admitting = request
 
     def _prefill_some(self, whole: bool) -> None:
@@ -187,6 +194,8 @@ class Scheduler:
         if seq.num_computed == len(seq):
             self._admitting = None
             request.stats.time_to_first_token_s = time.perf_counter() - request.started
+            if self._persist is not None:
+                self._persist(seq, len(seq))
             request.decode_started = time.perf_counter()
             if not self._finish_if_stopped(request) and self._sample(request):
                 self._running.append(request)
