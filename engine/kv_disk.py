@@ -161,6 +161,32 @@ class DiskKVStore:
         return sum(p.stat().st_size for p in self.folder.glob("*.kv"))
 
 
+@dataclass
+class StoredModel:
+    model_id: str
+    dtype: str
+    chunks: int
+    bytes: int
+
+
+def describe(folder: Path) -> list[StoredModel]:
+    """What the disk tier under `folder` holds, per model (read from one chunk header each)."""
+    out = []
+    for sub in sorted(p for p in Path(folder).glob("*") if p.is_dir()):
+        files = list(sub.glob("*.kv"))
+        if not files:
+            continue
+        try:
+            with open(files[0], "rb") as f:
+                _, meta_len = _HEADER.unpack(f.read(_HEADER.size))
+                meta = json.loads(f.read(meta_len))
+            model_id, dtype = meta["model"], meta["dtype"]
+        except (OSError, struct.error, ValueError, KeyError):
+            model_id, dtype = "?", "?"
+        out.append(StoredModel(model_id, dtype, len(files), sum(p.stat().st_size for p in files)))
+    return out
+
+
 def _numel(shape: tuple) -> int:
     n = 1
     for s in shape:

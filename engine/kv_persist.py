@@ -10,6 +10,7 @@ next time the prefix is served).
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 
@@ -45,6 +46,7 @@ class KVPersistence:
         self._queue: queue.Queue = queue.Queue(QUEUE_CHUNKS)
         self._writer = threading.Thread(target=self._write_loop, name="kv-disk-writer", daemon=True)
         self._writer.start()
+        atexit.register(self.flush)  # a short-lived process (`zhiyin generate`) still leaves its chunks
 
     def restore(self, seq: Sequence) -> int:
         """Copies the chunks on disk that continue `seq`'s computed prefix into its (reserved) blocks;

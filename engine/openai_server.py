@@ -99,6 +99,12 @@ def create_app(engine: LLMEngine, *, api_key: str | None = None, max_queue: int 
                   "# TYPE zhiyin_decode_tokens_per_second gauge",
                   f"zhiyin_decode_tokens_per_second {metrics.last_decode_tokens_per_s:.2f}",
                   "# TYPE zhiyin_kv_bytes gauge", f'zhiyin_kv_bytes{{tier="device"}} {engine.kv_resident_bytes}']
+        if engine.persistence is not None:
+            disk = engine.persistence.store
+            lines.append(f'zhiyin_kv_bytes{{tier="disk"}} {disk.disk_bytes()}')
+            for name in ("hits", "misses", "corrupt", "written", "evicted", "bytes_read", "bytes_written"):
+                lines += [f"# TYPE zhiyin_kv_disk_{name}_total counter",
+                          f"zhiyin_kv_disk_{name}_total {getattr(disk.stats, name)}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def completions(request: Request) -> Response:

@@ -11,6 +11,7 @@ threads = 2
 kv_cache_mib = 512
 attention = "dense"               # or "sparse", "sparse-fp8": decode attends the blocks that matter
 adapter = "myrepo"                # made by `zhiyin adapt`: the model tuned on this repository
+kv_disk_mib = 4096                # repository context KV kept on disk across restarts (0: off)
 [index]
 embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
 [openai]                          # use an OpenAI-compatible server as the model (user config only)
@@ -50,6 +51,7 @@ class EngineSettings:
     max_batch: int = 16
     attention: str = "dense"  # or "sparse", "sparse-fp8" (engine/sparse_attention.py)
     adapter: str | None = None  # a repository adapter from `zhiyin adapt`: its name or file
+    kv_disk_mib: int = 4096  # prompt prefixes' KV kept on disk for the next process (0: off)
 
 
 @dataclass

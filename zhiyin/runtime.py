@@ -6,6 +6,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+import platformdirs
 from rich.console import Console
 
 from engine import EngineOptions, LLMEngine
@@ -33,12 +34,19 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
         max_batch=settings.max_batch,
         attention=settings.attention,
     )
+    if settings.kv_disk_mib > 0:
+        options.kv_disk_dir, options.kv_disk_mib = kv_disk_dir(), settings.kv_disk_mib
     adapter = adapter or settings.adapter
     if adapter and adapter != "none":  # "none" turns off the one a configuration names
         options.adapter = resolve_adapter(adapter, path)
     status = Console(stderr=True).status(_("Loading model {path}…").format(path=path), spinner="dots")
     with status if sys.stderr.isatty() else nullcontext():
         return LLMEngine.load(path, options)
+
+
+def kv_disk_dir() -> Path:
+    """Where prompt prefixes' KV chunks persist: the user's cache folder (safe to delete)."""
+    return Path(platformdirs.user_cache_dir("zhiyin")) / "kv"
 
 
 def open_remote(settings: OpenAISettings) -> TextModel:

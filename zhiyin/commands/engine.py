@@ -46,9 +46,40 @@ def add_parser(verbs, bounded, add_model_arguments) -> None:
     serve.add_argument("--served-model-name", default=None, metavar="NAME",
                        help=_("the model id clients send (default: the model file's)"))
     add_model_arguments(serve)
+    engine_verbs.add_parser(
+        "stats", help=_("Show the KV cache kept on disk: repository contexts saved for the next process."),
+        description=_("Show what the disk tier of the KV cache holds, per model; a running `zhiyin engine serve` "
+                      "reports its live counters at /metrics."))
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.kv_disk import describe
+    from zhiyin.config import load_config
+    from zhiyin.runtime import kv_disk_dir
+
+    folder, budget = kv_disk_dir(), load_config(None).engine.kv_disk_mib
+    print(_("KV cache on disk: {folder} (budget {budget} MiB per model{off})").format(
+        folder=folder, budget=budget, off=_("; off") if budget <= 0 else ""))
+    stored = describe(folder) if folder.is_dir() else []
+    if not stored:
+        print(_("Nothing stored yet: prompts of 256 tokens or more are saved as they are served."))
+        return 0
+    table = Table(box=None)
+    for column in (_("model"), _("dtype"), _("chunks"), _("tokens"), _("MiB")):
+        table.add_column(column)
+    for entry in stored:
+        table.add_row(entry.model_id, entry.dtype, str(entry.chunks), f"{entry.chunks * 256:,}",
+                      f"{entry.bytes / 2**20:.1f}")
+    Console(soft_wrap=True).print(table)
+    return 0
 
 
 def run_engine(args: argparse.Namespace) -> int:
+    if args.engine_verb == "stats":
+        return run_stats(args)
     import uvicorn
 
     from engine.openai_server import create_app
