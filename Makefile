@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install browser llama-server extension run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-baselines catalogs clean
+.PHONY: install browser llama-server extension run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-adapt bench-kv bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,12 @@ bench-review: install
 
 bench-chat: install
 	$(PY) bench/chat_bench.py
+
+bench-adapt: install
+	$(PY) bench/adapt_bench.py
+
+bench-kv: install
+	$(PY) bench/kv_bench.py
 
 bench-serve: install bench-baselines
 	$(PY) bench/serve_bench.py

@@ -200,3 +200,20 @@ def test_two_processes_share_a_folder_without_corrupting_it(tmp_path):
     assert 0 < check_every_chunk(tmp_path)
     assert sum(p.stat().st_size for p in next(tmp_path.iterdir()).glob("*.kv")) <= budget
     assert not list(next(tmp_path.iterdir()).glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_generate_leaves_its_prompt_on_disk_and_engine_stats_shows_it(tmp_path):
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path), "ZHIYIN_LANG": "en", "OMP_NUM_THREADS": "1"}
+
+    def zhiyin(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "zhiyin", *args], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=300, check=False)
+
+    assert "Nothing stored yet" in zhiyin("engine", "stats").stdout
+    first = zhiyin("generate", PROMPT, "--max-tokens", "4")
+    assert first.returncode == 0 and "(0 cached)" in first.stderr
+    listing = zhiyin("engine", "stats").stdout
+    assert str(tmp_path / "zhiyin" / "kv") in listing and "SmolLM2-135M-Instruct" in listing
+    again = zhiyin("generate", PROMPT, "--max-tokens", "4")
+    assert again.stdout == first.stdout and "(1536 cached)" in again.stderr
