@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from contextlib import nullcontext
+from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -366,7 +367,9 @@ def stats(server: ZhiyinServer, params: None) -> dict[str, float]:
     index's state (an editor's status bar shows them)."""
     engine = server.backends.engine
     kv_mib = round(engine.kv_resident_bytes / 2**20, 1) if engine is not None else 0.0
-    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib,
+    persistence = getattr(engine, "persistence", None)  # the disk tier (a remote model has none)
+    disk = asdict(persistence.store.stats) if persistence is not None else None
+    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib, "kv_disk": disk,
             "model": engine.model_id if engine is not None else None, "model_state": server.backends.engine_state,
             "model_error": server.backends.engine_error, "index_ready": server.backends.index_ready}
 

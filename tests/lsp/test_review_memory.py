@@ -97,6 +97,7 @@ async def test_stats_name_the_model_and_the_index(client) -> None:
         await asyncio.sleep(0.2)
     assert "SmolLM2" in stats.model and stats.index_ready is True
     assert stats.model_state == "ready" and stats.model_error is None
+    assert stats.kv_disk.corrupt == 0 and stats.kv_disk.bytes_read >= 0  # the disk tier is on by default
 
 
 async def test_a_model_that_cannot_load_is_reported_in_the_stats(tmp_path: Path) -> None:
