@@ -62,8 +62,10 @@ def steps_to_reach(curve: list[dict], target: float) -> tuple[int | None, float 
 
 
 def cursor_positions(root: Path, files: list[str], count: int, seed: int) -> list[tuple[str, str]]:
-    """(prompt, next line) pairs at line starts of held-out files: lines with ≥ 8 non-blank characters
-    that are not comments, after ≥ 200 characters of the file."""
+    """(prompt, next line) pairs in held-out files: lines with ≥ 8 non-blank characters that are not
+    comments, after ≥ 200 characters of the file. The prompt ends where the line before ends, before
+    its newline: a prompt cut after the newline splits the newline-and-indent token the model would
+    have written, and with it most predictions."""
     candidates = []
     for path in files:
         text = (root / path).read_text(encoding="utf-8", errors="replace")
@@ -71,18 +73,21 @@ def cursor_positions(root: Path, files: list[str], count: int, seed: int) -> lis
         for line in text.splitlines(keepends=True):
             stripped = line.strip()
             if offset >= 200 and len(stripped) >= 8 and not stripped.startswith(("#", "//", "*", "/*")):
-                candidates.append((text[max(0, offset - PROMPT_CHARS) : offset], stripped))
+                candidates.append((text[max(0, offset - PROMPT_CHARS) : offset - 1], stripped))
             offset += len(line)
     random.Random(seed).shuffle(candidates)
     return candidates[:count]
 
 
 def exact_match(engine: LLMEngine, positions: list[tuple[str, str]]) -> float:
-    params = SamplingParams(max_tokens=48, stop=["\n"])
+    """Share of positions whose first generated line (after the newline that ends the prompt's last
+    line) equals the file's next line, leading and trailing blanks aside."""
+    params = SamplingParams(max_tokens=48)
     hits = 0
     for prompt, line in positions:
         text = "".join(chunk.text for chunk in engine.generate(prompt, params))
-        hits += text.strip() == line
+        lines = text.split("\n")
+        hits += len(lines) > 1 and lines[0].strip() == "" and lines[1].strip() == line
     return hits / max(1, len(positions))
 
 
