@@ -66,7 +66,7 @@ class KVPersistence:
                 self.kv.k[:, :, target] = keys[:, :, j]
                 self.kv.v[:, :, target * bs : (target + 1) * bs] = values[:, :, j * bs : (j + 1) * bs]
             self._rebuild_pools(seq, first, (chunk + 1) * CHUNK_BLOCKS)
-            seq.num_computed = (chunk + 1) * self.chunk_tokens
+            seq.num_computed = seq.num_persisted = (chunk + 1) * self.chunk_tokens
             chunk += 1
         restored = seq.num_computed - restored_from * bs
         return max(restored, 0)
@@ -89,11 +89,15 @@ class KVPersistence:
             unrotated = apply_rotary(k.float(), cos, -sin) if pools.unrotated is not None else None
             pools.write(k, v, meta, unrotated)
 
-    def persist(self, seq: Sequence, prompt_len: int) -> None:
-        """Queues the whole chunks of the first `prompt_len` tokens that the disk lacks."""
+    def persist(self, seq: Sequence, computed: int) -> None:
+        """Queues the whole chunks of the first `computed` tokens that are not on disk yet."""
         bs = self.kv.block_size
-        hashes = block_hashes(seq.token_ids[:prompt_len], bs)
-        for chunk in range(prompt_len // self.chunk_tokens):
+        first, end = seq.num_persisted // self.chunk_tokens, computed // self.chunk_tokens
+        if end <= first:
+            return
+        hashes = block_hashes(seq.token_ids[: end * self.chunk_tokens], bs)
+        seq.num_persisted = end * self.chunk_tokens
+        for chunk in range(first, end):
             key = hashes[(chunk + 1) * CHUNK_BLOCKS - 1]
             if self.store.contains(key):
                 continue

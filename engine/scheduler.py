@@ -189,13 +189,13 @@ class Scheduler:
                 return
             end = min(seq.num_computed + self.prefill_chunk, len(seq))
             request.logits = self._prefill(request, seq.num_computed, end)
+            if self._persist is not None:  # as chunks complete: the writer keeps pace with the prefill
+                self._persist(seq, seq.num_computed)
             if not whole:
                 break
         if seq.num_computed == len(seq):
             self._admitting = None
             request.stats.time_to_first_token_s = time.perf_counter() - request.started
-            if self._persist is not None:
-                self._persist(seq, len(seq))
             request.decode_started = time.perf_counter()
             if not self._finish_if_stopped(request) and self._sample(request):
                 self._running.append(request)

@@ -12,6 +12,7 @@ class Sequence:
     num_computed: int = 0  # tokens whose KV is in the cache
     num_sealed: int = 0  # leading blocks named by a prefix hash
     last_hash: bytes = b""  # hash of the last sealed block: parent of the next
+    num_persisted: int = 0  # leading tokens whose chunks the disk tier has (or has queued)
     sparse_budget: object = None  # engine.sparse_budget.SparseBudget when the model decodes sparsely
 
     def __len__(self) -> int:
