@@ -65,11 +65,11 @@ class KVPersistence:
                 j, target = block - chunk * CHUNK_BLOCKS, seq.block_ids[block]
                 self.kv.k[:, :, target] = keys[:, :, j]
                 self.kv.v[:, :, target * bs : (target + 1) * bs] = values[:, :, j * bs : (j + 1) * bs]
-            self._rebuild_pools(seq, first, (chunk + 1) * CHUNK_BLOCKS)
             seq.num_computed = seq.num_persisted = (chunk + 1) * self.chunk_tokens
             chunk += 1
-        restored = seq.num_computed - restored_from * bs
-        return max(restored, 0)
+        if seq.num_computed // bs > restored_from:  # one pass over all restored blocks: per-call costs add up
+            self._rebuild_pools(seq, restored_from, seq.num_computed // bs)
+        return seq.num_computed - restored_from * bs
 
     def _rebuild_pools(self, seq: Sequence, first: int, end: int) -> None:
         """Block bounds and FP8 copies of restored blocks, from their keys (the pre-RoPE keys by
