@@ -253,15 +253,24 @@ def test_adapt_command_on_the_default_model(repo, tmp_path):
     env = os.environ | {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
                         "ZHIYIN_LANG": "en", "OMP_NUM_THREADS": "2"}
     budget_mib = 2048
-    code = ("import resource, sys; from zhiyin.cli import main; rc = main(sys.argv[1:]); "
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); sys.exit(rc)")
+    # The budget bounds training, not loading (the GGUF's dequantisation peaks higher, briefly): the
+    # peak is reset as adaptation starts (clear_refs 5 resets VmHWM) and read when it ends.
+    code = ("import sys, zhiyin.adaptation as a, zhiyin.commands.adapt as c; from zhiyin.cli import main\n"
+            "def measured(*args, **kwargs):\n"
+            "    open('/proc/self/clear_refs', 'w').write('5')\n"
+            "    try:\n        return adapt(*args, **kwargs)\n"
+            "    finally:\n"
+            "        hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+            "        print('PEAK', int(hwm.split()[1]) // 1024, file=sys.stderr)\n"
+            "adapt, c.adapt = a.adapt, measured\n"
+            "sys.exit(main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", code, "adapt", str(repo), "--steps", "2", "--seq-len", "64",
                            "--batch", "2", "--rank", "2", "--max-memory-mib", str(budget_mib), "--json"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     peak = int(done.stderr.split("PEAK")[-1])
-    assert report["steps"] == 2 and peak <= budget_mib
+    assert report["steps"] == 2 and 540 < peak <= budget_mib, peak  # fp32 weights alone: 540 MB
     adapter = Path(report["adapter_path"])
     assert adapter.is_file() and adapter.parent.parent.parent == tmp_path / "data" / "zhiyin"
     listing = run_cli("model", "list", env=env)
