@@ -44,9 +44,7 @@ class KVPersistence:
         self.chunk_tokens = CHUNK_BLOCKS * bs
         self.dropped = 0  # snapshots not queued because the writer was behind
         self._queue: queue.Queue = queue.Queue(QUEUE_CHUNKS)
-        self._writer = threading.Thread(target=self._write_loop, name="kv-disk-writer", daemon=True)
-        self._writer.start()
-        atexit.register(self.flush)  # a short-lived process (`zhiyin generate`) still leaves its chunks
+        self._writer: threading.Thread | None = None  # started with the first chunk to write
 
     def restore(self, seq: Sequence) -> int:
         """Copies the chunks on disk that continue `seq`'s computed prefix into its (reserved) blocks;
@@ -104,6 +102,10 @@ class KVPersistence:
             pool_blocks = torch.tensor(seq.block_ids[chunk * CHUNK_BLOCKS : (chunk + 1) * CHUNK_BLOCKS])
             slots = (pool_blocks[:, None] * bs + torch.arange(bs)).reshape(-1)
             snapshot = (key, self.kv.k[:, :, pool_blocks], self.kv.v[:, :, slots])  # copies
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="kv-disk-writer", daemon=True)
+                self._writer.start()
+                atexit.register(self.flush)  # a short-lived process (`zhiyin generate`) still leaves its chunks
             try:
                 self._queue.put_nowait(snapshot)
             except queue.Full:
