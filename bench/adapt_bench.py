@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def run_repository(name: str, args: argparse.Namespace, model: Path, out_dir: Pa
     runs: dict[str, list[dict]] = {"plain": [], "mhc": []}
     for seed in range(args.seeds):
         for mode in ("plain", "mhc"):
-            settings = AdaptSettings(**{**base.__dict__, "residual": mode, "seed": seed})
+            settings = replace(base, residual=mode, seed=seed)
             if runs["plain"]:  # the first run's steps for all: equal work whatever else loads the machine
                 settings.minutes, settings.steps = None, runs["plain"][0]["steps"]
             started = time.perf_counter()

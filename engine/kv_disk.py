@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import struct
 from contextlib import contextmanager
@@ -94,16 +95,16 @@ class DiskKVStore:
             magic, meta_len = _HEADER.unpack_from(data)
             meta = json.loads(data[_HEADER.size : _HEADER.size + meta_len])
             payload = memoryview(data)[_HEADER.size + meta_len :]
-            k_bytes = _numel(k_shape) * self.dtype.itemsize
+            k_bytes = math.prod(k_shape) * self.dtype.itemsize
             if (magic != MAGIC or meta["chunk"] != chunk_hash.hex() or meta["model"] != self.model_id
                     or meta["dtype"] != str(self.dtype) or meta["k"] != list(k_shape) or meta["v"] != list(v_shape)
-                    or len(payload) != k_bytes + _numel(v_shape) * self.dtype.itemsize
+                    or len(payload) != k_bytes + math.prod(v_shape) * self.dtype.itemsize
                     or meta["digest"] != hashlib.blake2b(payload, digest_size=16).hexdigest()):
                 return None
         except (struct.error, ValueError, KeyError, TypeError):
             return None
         raw = torch.frombuffer(bytearray(payload), dtype=self.dtype)
-        return raw[: _numel(k_shape)].view(k_shape), raw[_numel(k_shape) :].view(v_shape)
+        return raw[: math.prod(k_shape)].view(k_shape), raw[math.prod(k_shape) :].view(v_shape)
 
     def save(self, chunk_hash: bytes, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Writes the chunk atomically, then evicts down to the budget."""
@@ -186,9 +187,3 @@ def describe(folder: Path) -> list[StoredModel]:
         out.append(StoredModel(model_id, dtype, len(files), sum(p.stat().st_size for p in files)))
     return out
 
-
-def _numel(shape: tuple) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n

@@ -14,7 +14,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -156,8 +156,7 @@ def build_corpus(root: Path, engine: LLMEngine, settings: AdaptSettings) -> Corp
     if len(train_windows) < settings.batch or not validation_windows:
         tokens = sum(len(w) for w in train_windows + validation_windows)
         raise NothingToLearnError(path=str(root), tokens=tokens, needed=(settings.batch + 1) * window)
-    validation_bytes = sum(len(engine.tokenizer.decode(w[1:].tolist()).encode()) for w in validation_windows)
-    return Corpus(train_windows, validation_windows, validation_bytes, [p for p, _ in train], sorted(held_paths),
+    return Corpus(train_windows, validation_windows, predicted_bytes(engine, validation_windows), [p for p, _ in train], sorted(held_paths),
                   skipped, redactions)
 
 
@@ -169,6 +168,11 @@ def _windows(engine: LLMEngine, documents: list[tuple[str, str]], window: int) -
         stream += engine.tokenizer.encode(text) + end
     ids = torch.tensor(stream[: len(stream) // window * window], dtype=torch.long)
     return list(ids.view(-1, window)) if len(ids) else []
+
+
+def predicted_bytes(engine: LLMEngine, windows: list[torch.Tensor]) -> int:
+    """UTF-8 bytes of the tokens the windows predict (all but each window's first)."""
+    return sum(len(engine.tokenizer.decode(w[1:].tolist()).encode()) for w in windows)
 
 
 def batch_for_step(corpus: Corpus, settings: AdaptSettings, step: int) -> torch.Tensor:
@@ -218,7 +222,7 @@ def adapt(root: Path, engine: LLMEngine, adapter_path: Path, settings: AdaptSett
     `after_step(step)` runs after each step (tests interrupt there)."""
     corpus = corpus or build_corpus(root, engine, settings)
     batch, recompute = fit_memory(engine, settings)
-    settings = AdaptSettings(**{**asdict(settings), "batch": batch})
+    settings = replace(settings, batch=batch)
     model = engine.model
     device = model.embed_tokens.weight.device
     adapter = Adapter(engine.config, AdapterConfig(settings.rank, settings.lora_alpha, settings.residual),
@@ -238,7 +242,7 @@ def adapt(root: Path, engine: LLMEngine, adapter_path: Path, settings: AdaptSett
         trainer.total_steps = state["planned"]
     resumed_from = state["step"]
     head = corpus.validation[: max(1, settings.eval_tokens // settings.seq_len)]
-    head_bytes = sum(len(engine.tokenizer.decode(w[1:].tolist()).encode()) for w in head)
+    head_bytes = predicted_bytes(engine, head)
 
     def validation_point() -> None:
         nats = evaluate_nats(model, adapter, head, autocast_bf16=True)
