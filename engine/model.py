@@ -141,7 +141,7 @@ class LayerStep:
                 outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
                 continue
             feedback = m.sparse_budget
-            budget = feedback.budget(self.index) if feedback is not None else None
+            budget = feedback.budget(self.index, m.context_len) if feedback is not None else None
             probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index, m.context_len))
             if pools is not None:
                 done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse, budget, probing,

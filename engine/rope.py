@@ -46,7 +46,7 @@ class RotaryEmbedding:
 
     def __call__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin: [T, 1, D] for broadcasting over heads."""
-        if int(positions.max()) >= self.cos.shape[0]:
+        if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
             self.cos, self.sin = self._table(2 * int(positions.max()) + 1)
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 

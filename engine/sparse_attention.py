@@ -227,6 +227,20 @@ def captured_estimate(lse_attended: torch.Tensor, lse_candidates: torch.Tensor, 
     return float(captured.nan_to_num(1.0).mean())
 
 
+def packed_shifts(far: torch.Tensor, window_first: int) -> torch.Tensor:
+    """Far logical blocks [Hkv, N] (sinks and selected, any order) -> how many blocks each moves forward
+    so that, in their order, they sit packed just before the window (block `window_first`): >= 0."""
+    rank = far.argsort(-1).argsort(-1)
+    return window_first - far.shape[1] + rank - far
+
+
+def shift_keys(keys: torch.Tensor, shifts: torch.Tensor, rope) -> torch.Tensor:
+    """keys [..., T, D] rotated at their positions, moved `shifts` [..., T] positions on (RoPE is
+    relative: one more rotation): fp32."""
+    cos, sin = rope(shifts.flatten())
+    return apply_rotary(keys.reshape(-1, 1, keys.shape[-1]).float(), cos, sin).view(keys.shape)
+
+
 def remap_keys(keys: torch.Tensor, before: int, distance: int, rope) -> torch.Tensor:
     """keys [Hkv, T, D], rotated at their positions 0..T-1, for a query at P = T-1: the first `before`
     moved to sit `distance` from the query (RoPE is relative: rotating t by P-distance-t moves it)."""
@@ -256,32 +270,43 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
 
     bs = config.block_size
     layout = Layout.of(length, config)
-    if config.remaps(length):
+    remap = config.remaps(length)
+    scored = keys  # where remapping, the blocks are scored at distance window_tokens
+    if remap:
         assert rope is not None, "remapping positions needs the model's rotary table"
-        keys = remap_keys(keys, layout.window_first * bs, config.window_tokens, rope)
+        scored = remap_keys(keys, layout.window_first * bs, config.window_tokens, rope)
     middle = layout.middle
     budget = min((budget_tokens or config.budget_tokens) // bs, middle.numel())
-    kmin, kmax = block_bounds(torch.where(finite[..., None], keys.float(), torch.nan), bs)
+    kmin, kmax = block_bounds(torch.where(finite[..., None], scored.float(), torch.nan), bs)
     bound = scored_bounds(qg, kmin, kmax, scale)[:, middle]  # [Hkv, M]
     candidates = bound.topk(min(middle.numel(), budget * config.candidates), dim=-1).indices  # [Hkv, C]
 
-    k8, k_scale = quantize_fp8(keys)
-    v8, v_scale = quantize_fp8(values)
+    k8, k_scale = quantize_fp8(scored)
     lse_candidates = _block_lse(qg, k8, k_scale, finite, middle[candidates], bs, scale)  # [Hkv, G, C]
     order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
     chosen = candidates.gather(-1, order[:, :budget])  # [Hkv, budget] best first
     high = round(budget * config.high_precision_share)
     fixed_hi, fixed_lo = layout.fixed(config.uses_fp8)
+    if remap:  # attended packed before the window, in order (`packed_shifts`)
+        k8, k_scale = quantize_fp8(keys)
+        far = torch.cat([layout.sinks.expand(num_kv_heads, -1), middle[chosen]], 1)
+        shifts = torch.zeros(num_kv_heads, layout.num_blocks, dtype=torch.long).scatter_(
+            1, far, packed_shifts(far, layout.window_first) * bs)
+    v8, v_scale = quantize_fp8(values)
 
     outputs, lses = [], []
     attended = fp8_tokens = 0
     for h in range(num_kv_heads):
         hi_tokens = _tokens_of(torch.cat([fixed_hi, middle[chosen[h, :high]]]), bs, length)
         lo_tokens = _tokens_of(torch.cat([fixed_lo, middle[chosen[h, high:]]]), bs, length)
-        out_hi, lse_hi = _attend(qg[h : h + 1], keys[h : h + 1, hi_tokens], values[h : h + 1, hi_tokens],
-                                 finite[h : h + 1, hi_tokens], scale)
+        k_hi = keys[h : h + 1, hi_tokens]
+        if remap:
+            k_hi = shift_keys(k_hi, shifts[h, hi_tokens // bs], rope)
+        out_hi, lse_hi = _attend(qg[h : h + 1], k_hi, values[h : h + 1, hi_tokens], finite[h : h + 1, hi_tokens], scale)
         if lo_tokens.numel():
             k_lo = dequantize_fp8(k8[h : h + 1, lo_tokens], k_scale[h : h + 1, lo_tokens])
+            if remap:
+                k_lo = shift_keys(k_lo, shifts[h, lo_tokens // bs], rope)
             v_lo = dequantize_fp8(v8[h : h + 1, lo_tokens], v_scale[h : h + 1, lo_tokens])
             out_lo, lse_lo = _attend(qg[h : h + 1], k_lo, v_lo, finite[h : h + 1, lo_tokens], scale)
             out_hi, lse_hi = _merge(out_hi, lse_hi, out_lo, lse_lo)
@@ -297,7 +322,7 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
                         captured_lower_bound(bound, chosen, lse, group, bs), budget * bs,
                         captured_estimate(lse, lse_candidates, picked))
     if config.probe:
-        stats.probe = exact_masses(qg, keys, finite, scale, bs, layout, chosen)
+        stats.probe = exact_masses(qg, scored, finite, scale, bs, layout, chosen)
     return out.to(q.dtype), stats
 
 

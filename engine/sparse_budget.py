@@ -6,6 +6,10 @@ ignores the blocks outside the candidates and so runs high; a dense probe (every
 of a layer per 8k tokens of context) measures it exactly, and the gap seen there corrects the estimates until the next probe.
 The budget grows by a quarter when the mass falls short and shrinks by one block when it clears the
 target with room to spare (additive decrease: a layer that needs its blocks gets them back fast).
+
+Past the trained window (`SparseConfig.remaps`) the budget stays at `budget_tokens`: blocks are scored
+as if at one distance but attended packed in order, so the mass the scorer sees is not the mass
+attended; and a budget that grew with the context would make the cost of a step grow with it.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ class SparseBudget:
     def layer_steps(self) -> int:
         return self.totals.steps
 
-    def budget(self, layer: int) -> int:
+    def budget(self, layer: int, length: int = 0) -> int:
+        if self.config.remaps(length):
+            return self.config.budget_tokens
         return self.budgets.get(layer, self.config.budget_tokens)
 
     def probes_now(self, layer: int, length: int) -> bool:
         """Whether this layer's next sparse step is a scheduled probe. A probe reads the whole context,
         so probes thin out as it grows: every `probe_every` steps per 8k tokens."""
         every = self.config.probe_every * max(1, length // PROBE_SPAN)
-        return self.config.target_mass is not None and every > 0 and self.steps.get(layer, 0) % every == 0
+        steers = self.config.target_mass is not None and not self.config.remaps(length)
+        return steers and every > 0 and self.steps.get(layer, 0) % every == 0
 
     def observe(self, layer: int, stats: SparseStats, length: int) -> None:
         if stats.dense:
@@ -52,7 +59,8 @@ class SparseBudget:
             self.probes += 1
         else:
             captured = min(1.0, stats.captured_mass + self.correction.get(layer, 0.0))
-        self._steer(layer, captured)
+        if not self.config.remaps(length):
+            self._steer(layer, captured)
         self.totals.add(replace(stats, probe=None))  # the model's counter keeps probes for benchmarks
         self.captured_total += captured
 

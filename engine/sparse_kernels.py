@@ -6,7 +6,7 @@ is their torch reference and the tests run each kernel under TRITON_INTERPRET=1 
   each block read either from the cache-dtype pool or from the FP8 pool (with per-token scales):
   both kinds in one launch, online softmax, split over the selection (flash-decoding) and merged by
   log-sum-exp.
-  Past the trained window, flagged blocks are attended at remapped positions (`Remap`, InfLLM).
+  Past the trained window, far blocks are moved to the positions they are attended at (`Remap`).
 - `quantize_fp8_rows`: per-row power-of-two scales and e4m3 values.
 
 Everything is computed in fp32 after loading (bf16 / FP8 arithmetic is unreliable in the
@@ -59,8 +59,7 @@ def block_bounds_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor,
 @triton.jit
 def _sparse_decode_kernel(
     q_ptr, k_ptr, v_ptr, k8_ptr, v8_ptr, k_scale_ptr, v_scale_ptr,
-    table_ptr, fp8_ptr, out_ptr, lse_ptr,
-    q_far_ptr, far_ptr, logical_ptr, k8_far_ptr, k_scale_far_ptr, cos_ptr, sin_ptr,
+    table_ptr, fp8_ptr, out_ptr, lse_ptr, shift_ptr, cos_ptr, sin_ptr,
     num_pool_blocks, num_slots, num_selected, per_split, context_len, group, scale,
     D: tl.constexpr, BS: tl.constexpr, G: tl.constexpr, REMAP: tl.constexpr,
 ):
@@ -72,8 +71,6 @@ def _sparse_decode_kernel(
     row_ok = rows < group
     q_offsets = (head * group + rows)[:, None] * D + dims[None, :]
     q = tl.load(q_ptr + q_offsets, mask=row_ok[:, None], other=0.0).to(tl.float32) * scale
-    if REMAP:
-        q_far = tl.load(q_far_ptr + q_offsets, mask=row_ok[:, None], other=0.0).to(tl.float32) * scale
     m = tl.full((G,), float("-inf"), dtype=tl.float32)
     l = tl.zeros((G,), dtype=tl.float32)
     acc = tl.zeros((G, D), dtype=tl.float32)
@@ -85,31 +82,23 @@ def _sparse_decode_kernel(
         valid = slots < context_len
         k_offsets = ((head * num_pool_blocks + block) * D + dims)[:, None] * BS + offs[None, :]  # [D, BS]
         v_offsets = (head * num_slots + slots)[:, None] * D + dims[None, :]  # [BS, D]
-        is_far = 0
-        if REMAP:
-            is_far = tl.load(far_ptr + head * num_selected + i)
+        rolled = ((head * num_pool_blocks + block) * D + (dims + D // 2) % D)[:, None] * BS + offs[None, :]
         if is_fp8:
-            if is_far:  # the unrotated FP8 pool
-                k = tl.load(k8_far_ptr + k_offsets).to(tl.float32)
-                k = k * tl.load(k_scale_far_ptr + head * num_slots + slots)[None, :]
-            else:
-                k = tl.load(k8_ptr + k_offsets).to(tl.float32)
-                k = k * tl.load(k_scale_ptr + head * num_slots + slots)[None, :]
+            k_scales = tl.load(k_scale_ptr + head * num_slots + slots)[None, :]
+            k = tl.load(k8_ptr + k_offsets).to(tl.float32) * k_scales
+            if REMAP:
+                k_rolled = tl.load(k8_ptr + rolled).to(tl.float32) * k_scales
             v = tl.load(v8_ptr + v_offsets).to(tl.float32)
             v = v * tl.load(v_scale_ptr + head * num_slots + slots)[:, None]
         else:
             k = tl.load(k_ptr + k_offsets).to(tl.float32)
-            if is_far:  # unrotate: k cos - roll(k, D/2) sin at the tokens' own positions
-                rolled = ((head * num_pool_blocks + block) * D + (dims + D // 2) % D)[:, None] * BS + offs[None, :]
-                positions = tl.load(logical_ptr + head * num_selected + i) * BS + offs
-                table_offsets = positions[None, :] * D + dims[:, None]  # [D, BS]
-                k = k * tl.load(cos_ptr + table_offsets) - tl.load(k_ptr + rolled).to(tl.float32) * tl.load(
-                    sin_ptr + table_offsets)
+            if REMAP:
+                k_rolled = tl.load(k_ptr + rolled).to(tl.float32)
             v = tl.load(v_ptr + v_offsets).to(tl.float32)
-        if REMAP:
-            logits = tl.dot(tl.where(is_far != 0, q_far, q), k)  # [G, BS]
-        else:
-            logits = tl.dot(q, k)
+        if REMAP:  # move the block's keys on by its shift: k cos + roll(k, D/2) sin (the sign is in sin)
+            shift = tl.load(shift_ptr + head * num_selected + i)
+            k = k * tl.load(cos_ptr + shift * D + dims)[:, None] + k_rolled * tl.load(sin_ptr + shift * D + dims)[:, None]
+        logits = tl.dot(q, k)  # [G, BS]
         logits = tl.where(valid[None, :], logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -127,17 +116,12 @@ def _sparse_decode_kernel(
 
 @dataclass
 class Remap:
-    """Positions past the trained window (InfLLM): blocks flagged `far` [Hkv, N] are attended by
-    `q_far` [H, D] (the unrotated query rotated to distance window_tokens) against unrotated keys:
-    cache-dtype blocks are unrotated in the kernel at their logical positions (`logical` [Hkv, N]
-    block ids; `cos`, `sin` [positions, D] as engine/rope.py builds them, sin carrying the sign),
-    FP8 blocks read from an unrotated FP8 pool `k8`, `k_scale` (the same layouts as the rotated one)."""
+    """Positions past the trained window: each selected block's keys [Hkv, N] are moved `shifts`
+    positions on in the kernel (far blocks packed before the window, `packed_shifts`; 0 for the
+    window), from either pool; `cos`, `sin` [positions, D] as engine/rope.py builds them (sin
+    carries the rotate-half sign)."""
 
-    q_far: torch.Tensor
-    far: torch.Tensor
-    logical: torch.Tensor
-    k8: torch.Tensor
-    k_scale: torch.Tensor
+    shifts: torch.Tensor
     cos: torch.Tensor
     sin: torch.Tensor
 
@@ -158,11 +142,10 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     out = torch.empty(num_kv_heads, splits, group, dim, dtype=torch.float32, device=q.device)
     lse = torch.empty(num_kv_heads, splits, group, dtype=torch.float32, device=q.device)
     if remap is None:  # unused pointers: any tensor
-        far_args = (q, table, table, k8, k_scale, k_scale, k_scale)
+        far_args = (table, k_scale, k_scale)
     else:
-        far_args = (remap.q_far.contiguous(), remap.far.to(torch.int32).contiguous(),
-                    remap.logical.to(torch.int32).contiguous(), remap.k8, remap.k_scale.float().contiguous(),
-                    remap.cos.float().contiguous(), remap.sin.float().contiguous())
+        far_args = (remap.shifts.to(torch.int32).contiguous(), remap.cos.float().contiguous(),
+                    remap.sin.float().contiguous())
     _sparse_decode_kernel[(num_kv_heads, splits)](
         q.contiguous(), k_cache, v_cache, k8, v8, k_scale.float().contiguous(), v_scale.float().contiguous(),
         table.to(torch.int32).contiguous(), is_fp8.to(torch.int32).contiguous(), out, lse, *far_args,

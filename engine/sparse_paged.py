@@ -27,8 +27,10 @@ from engine.sparse_attention import (
     dequantize_fp8,
     exact_masses,
     quantize_fp8,
+    packed_shifts,
     remap_keys,
     scored_bounds,
+    shift_keys,
 )
 
 
@@ -55,11 +57,15 @@ class KeyPool:
         k8, k_scale = quantize_fp8(torch.where(finite, keys, 0.0))
         self.k8[:, meta.slot_mapping], self.k_scale[:, meta.slot_mapping] = k8, k_scale.squeeze(-1)
 
-    def logits(self, qg: torch.Tensor, blocks: torch.Tensor, bs: int, scale: float) -> torch.Tensor:
-        """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]."""
+    def logits(self, qg: torch.Tensor, blocks: torch.Tensor, bs: int, scale: float, shifts: torch.Tensor | None = None,
+               rope=None) -> torch.Tensor:
+        """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]; with
+        `shifts` [Hkv, N], each block's keys moved that many positions on first (`shift_keys`)."""
         heads = torch.arange(blocks.shape[0])[:, None]
         slots = block_slots(blocks, bs)
         keys = dequantize_fp8(self.k8[heads, slots], self.k_scale[heads, slots][..., None])  # [Hkv, N * bs, D]
+        if shifts is not None:
+            keys = shift_keys(keys, shifts.repeat_interleave(bs, -1), rope)
         logits = torch.einsum("hgd,htd->hgt", qg, keys) * scale
         return logits.view(*logits.shape[:2], blocks.shape[1], bs)
 
@@ -96,9 +102,10 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     the same number of whole blocks (only the last may be partial: it is masked). `probe` also reads
     every key to measure the exact masses (`SparseStats.probe`).
 
-    Where `config.remaps` the context, the sinks and the middle are scored and attended at distance
-    `window_tokens`: against the unrotated keys, with `q_unrotated` rotated to that position (`rope`);
-    keys read from the cache are unrotated first. The window keeps its true positions."""
+    Where `config.remaps` the context, the middle is scored at distance `window_tokens`: against the
+    unrotated keys, with `q_unrotated` rotated to that position (`rope`); the sinks and the selected
+    blocks are then attended in their order, packed just before the window (`packed_shifts`), which
+    keeps its true positions."""
     length, bs = meta.context_len, meta.block_size
     if config.runs_dense(length):
         return None
@@ -129,9 +136,11 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     expand = (num_kv_heads, -1)
 
     # In the cache dtype: sinks and the best selected (far), then the window's newest part (near).
-    far_hi = torch.cat([layout.sinks.expand(expand), middle[chosen[:, :high]]], 1)  # [Hkv, Nf] logical
-    far_keys = cache_keys(k_cache, table, far_hi, bs, rope if remap else None)
-    parts = [torch.einsum("hgd,hnbd->hgnb", q_far, far_keys) * scale]
+    far = torch.cat([layout.sinks.expand(expand), middle[chosen]], 1)  # [Hkv, Nf + band] logical, best first
+    shifts = packed_shifts(far, layout.window_first) * bs if remap else None
+    far_hi = far[:, : layout.sink_blocks + high]
+    far_keys = cache_keys(k_cache, table, far_hi, bs, rope, shifts[:, : far_hi.shape[1]] if remap else None)
+    parts = [torch.einsum("hgd,hnbd->hgnb", qg, far_keys) * scale]
     near_hi = window_hi.expand(expand)
     near_keys = k_cache[torch.arange(num_kv_heads)[:, None], table[near_hi]].float()  # [Hkv, Nn, D, bs]
     near_logits = torch.einsum("hgd,hndb->hgnb", qg, near_keys) * scale
@@ -141,8 +150,11 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     # In FP8: the window's older part (near), then the next band of selected blocks (stage two's logits).
     near_lo = window_lo.expand(expand)
     parts.append(pools.keys.logits(qg, table[near_lo], bs, scale))
-    band = order[:, high:budget, None, None].expand(-1, -1, group, bs).transpose(1, 2)  # [Hkv, G, B - high, bs]
-    parts.append(candidate_logits.gather(2, band))
+    if remap:  # stage two scored the band at distance window_tokens: read it again where it is attended
+        parts.append(pools.keys.logits(qg, table[far[:, far_hi.shape[1] :]], bs, scale, shifts[:, far_hi.shape[1] :], rope))
+    else:
+        band = order[:, high:budget, None, None].expand(-1, -1, group, bs).transpose(1, 2)  # [Hkv, G, B - high, bs]
+        parts.append(candidate_logits.gather(2, band))
     logits = torch.cat([p.flatten(2) for p in parts], -1)  # [Hkv, G, tokens]
 
     heads = torch.arange(num_kv_heads)[:, None]
@@ -172,15 +184,15 @@ def far_query(q_unrotated: torch.Tensor, config: SparseConfig, rope) -> torch.Te
     return apply_rotary(q_unrotated.float(), cos, sin)
 
 
-def cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor, bs: int, rope) -> torch.Tensor:
-    """The cache's keys of logical blocks [Hkv, N]: [Hkv, N, bs, D] fp32; unrotated with `rope`."""
+def cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor, bs: int, rope=None,
+               shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """The cache's keys of logical blocks [Hkv, N]: [Hkv, N, bs, D] fp32; with `shifts` [Hkv, N], each
+    block's keys moved that many positions on (`shift_keys`)."""
     heads = torch.arange(logical.shape[0])[:, None]
     keys = k_cache[heads, table[logical]].float().transpose(-1, -2)  # [Hkv, N, bs, D]
-    if rope is None:
+    if shifts is None:
         return keys
-    positions = (logical[..., None] * bs + torch.arange(bs)).flatten()
-    cos, sin = rope(positions)
-    return apply_rotary(keys.reshape(-1, 1, keys.shape[-1]), cos, -sin).view(keys.shape)
+    return shift_keys(keys, shifts[..., None].expand(-1, -1, bs), rope)
 
 
 def block_slots(blocks: torch.Tensor, bs: int) -> torch.Tensor:

@@ -3,9 +3,11 @@
 Dense prefill there fails twice: RoPE distances the model never saw, and cost quadratic in the
 context. So each chunk's queries attend, like a sparse decode step (`SparseConfig.remaps`):
 - themselves, causally, and the window before them, at their true positions;
-- the sinks and the budget of middle blocks that matter to the chunk, at distance `window_tokens`:
-  blocks are scored by Quest's bound on the unrotated keys for a sample of the chunk's queries
-  (attention shares summed over queries and the GQA group), then read from the cache, unrotated.
+- the sinks and the budget of middle blocks that matter to the chunk, in their order, packed just
+  before the window (`packed_shifts`): scored for a sample of the chunk's queries at distance
+  `window_tokens` from the unrotated keys, in two stages as in decode (Quest's bound, then exact
+  logits on FP8 keys for a few times the budget; attention shares summed over queries and the GQA
+  group), then read from the cache and moved to their packed positions.
 The three parts are merged by log-sum-exp.
 """
 
@@ -21,7 +23,7 @@ from engine.attention import (
     grouped_attention,
     merge_partials,
 )
-from engine.sparse_attention import SparseConfig, quest_bounds
+from engine.sparse_attention import SparseConfig, candidate_shares, packed_shifts, quest_bounds
 from engine.sparse_paged import SparsePools, block_slots, cache_keys, far_query
 
 SAMPLED_QUERIES = 32  # of a chunk's queries, scored against every middle block
@@ -45,11 +47,12 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
         values = gather_values(v_cache, meta, start)[:, past:]
         out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     if past:
-        q_far = far_query(q_unrotated, config, rope).to(q.dtype)  # every query sits window_tokens away
+        q_far = far_query(q_unrotated, config, rope).to(q.dtype)  # scored as if window_tokens away
         far = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config)
-        keys = cache_keys(k_cache, meta.block_table, far, bs, rope).flatten(1, 2)  # [Hkv, N, D]
+        shifts = packed_shifts(far, window_first) * bs
+        keys = cache_keys(k_cache, meta.block_table, far, bs, rope, shifts).flatten(1, 2)  # [Hkv, N, D]
         values = v_cache[torch.arange(k.shape[1])[:, None], block_slots(meta.block_table[far], bs)]
-        out, lse = merge_partials(out, lse, *grouped_attention(q_far.transpose(0, 1)[None], keys, values, scale))
+        out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     return out[0].transpose(0, 1)
 
 
@@ -69,4 +72,7 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     kmin, kmax = pools.unrotated.k_min[:, pool_middle], pools.unrotated.k_max[:, pool_middle]
     bounds = quest_bounds(sample, kmin, kmax, scale)  # [Hkv, S * G, M]; middle blocks are full, their bounds finite
     shares = torch.softmax(bounds.nan_to_num(-torch.inf), -1).nan_to_num(0.0).sum(1)  # [Hkv, M]
-    return torch.cat([sinks, middle[shares.topk(budget, -1).indices]], 1)
+    candidates = shares.topk(min(middle.numel(), budget * config.candidates), -1).indices  # [Hkv, C]
+    lse = pools.unrotated.logits(sample, pool_middle[candidates], config.block_size, scale).logsumexp(-1)
+    chosen = candidates.gather(-1, candidate_shares(lse).topk(budget, -1).indices)
+    return torch.cat([sinks, middle[chosen]], 1)

@@ -5,6 +5,7 @@ selected, its Quest bound really bounds, FP8 stays within e4m3's precision, and 
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from engine.sparse_attention import (
@@ -181,6 +182,25 @@ def test_the_feedback_loop_grows_the_budget_for_a_high_target_and_shrinks_it_for
     assert budgets[0.999] > 256 > budgets[0.5]
 
 
+def test_past_the_trained_window_the_budget_holds_still_and_nothing_probes() -> None:
+    """Remapped contexts keep `budget_tokens` whatever mass the scorer sees, and take no dense probe;
+    shorter ones steer by it."""
+    from engine.sparse_attention import SparseStats
+    from engine.sparse_budget import SparseBudget
+
+    config = SparseConfig(budget_tokens=512, target_mass=0.95, probe_every=1, remap_beyond=8192)
+    low = SparseStats(False, 2048, 1024, 32, 0.1, 512, captured_mass=0.5)
+    feedback = SparseBudget(config)
+    for _ in range(4):
+        assert not feedback.probes_now(3, 20000)
+        feedback.observe(3, low, 20000)
+    assert feedback.budget(3, 20000) == 512 and feedback.probes == 0
+    assert feedback.metrics()["layer_steps"] == 4
+    assert feedback.probes_now(3, 4096)
+    feedback.observe(3, low, 4096)
+    assert feedback.budget(3, 4096) > 512
+
+
 def test_the_fp8_part_of_the_window_is_its_older_part() -> None:
     """Sinks, the newest window tokens and the best selected blocks in the cache dtype; the rest in FP8."""
     q, k, v, scale = inputs(16 + 64 * 8 + 64)
@@ -206,13 +226,15 @@ def _remapping_engine(default_model, config: SparseConfig, remap_beyond: int, po
     return engine
 
 
-def test_remapped_positions_in_the_paged_path_match_the_reference(default_model) -> None:
-    """Past `remap_beyond`, sinks and selected blocks sit at distance window_tokens: the paged path
-    (unrotated pools, the query rotated there) gives the reference's tokens (keys re-rotated)."""
+@pytest.mark.parametrize("high_precision_share", [0.25, 1.0])
+def test_remapped_positions_in_the_paged_path_match_the_reference(default_model, high_precision_share) -> None:
+    """Past `remap_beyond`, blocks are scored at distance window_tokens and attended packed before the
+    window: the paged path (unrotated pools, the query rotated there; blocks moved on by their shifts)
+    gives the reference's tokens (the whole cache re-rotated), with an FP8 band or none."""
     from engine import SamplingParams
 
     config = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=128, candidates=2,
-                          target_mass=None)
+                          target_mass=None, high_precision_share=high_precision_share)
     prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
     paged = _remapping_engine(default_model, config, 0)
     length = len(paged.encode(prompt))
@@ -240,18 +262,20 @@ def test_a_context_past_the_remapping_point_is_prefilled_sparsely_and_still_read
     assert remapped == dense
 
 
-def test_sparse_prefill_equals_attention_written_out() -> None:
-    """One chunk, a budget covering every middle block: each query attends the chunk causally and the
-    window before it at true positions, everything older at distance window_tokens."""
+@pytest.mark.parametrize("budget_blocks", [16, 3])
+def test_sparse_prefill_equals_attention_written_out(budget_blocks) -> None:
+    """One chunk: each query attends the chunk causally and the window before it at true positions,
+    the sinks and the selected middle blocks in their order, packed just before the window. With a
+    budget covering every middle block, that is plain causal attention."""
     from engine.attention import AttentionMetadata, write_kv
     from engine.config import ModelConfig
     from engine.rope import RotaryEmbedding, apply_rotary
     from engine.sparse_paged import SparsePools
-    from engine.sparse_prefill import sparse_prefill
+    from engine.sparse_prefill import _far_blocks, far_query, sparse_prefill
 
     heads, kv_heads, dim, bs = 4, 2, 16, 16
-    config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=32, recent_tokens=16, budget_tokens=16 * 16,
-                          target_mass=None, min_budget_tokens=16)
+    config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=32, recent_tokens=16,
+                          budget_tokens=budget_blocks * bs, target_mass=None, min_budget_tokens=16)
     model = ModelConfig(arch="llama", vocab_size=10, hidden_size=heads * dim, num_layers=1, num_heads=heads,
                         num_kv_heads=kv_heads, intermediate_size=8, max_position=64)
     rope = RotaryEmbedding(model, 64)
@@ -271,14 +295,24 @@ def test_sparse_prefill_equals_attention_written_out() -> None:
     out = sparse_prefill(q[start:], q_pre[start:], k[start:], v[start:], k_cache, v_cache, pools, chunk_meta,
                          dim ** -0.5, config, rope)
 
-    window_first = (start - 32) // bs * bs  # the chunk's window starts on a block
-    far_cos, far_sin = rope(torch.tensor([32]))
+    window_first = (start - 32) // bs  # the chunk's window starts on a block
+    far = _far_blocks(far_query(q_pre[start:], config, rope), pools, chunk_meta.block_table, 1, window_first,
+                      dim ** -0.5, config)
+    assert far.shape[1] == 1 + min(budget_blocks, window_first - 1)
     expected = torch.empty(chunk, heads, dim)
-    for row, p in enumerate(range(start, length)):
-        for h in range(heads):
-            kv = h // (heads // kv_heads)
-            near = q[p, h] @ k[window_first : p + 1, kv].T
-            far = apply_rotary(q_pre[p : p + 1, h : h + 1], far_cos, far_sin)[0, 0] @ k_pre[:window_first, kv].T
-            probs = torch.softmax(torch.cat([far, near]) * dim ** -0.5, -1)
-            expected[row, h] = probs @ torch.cat([v[:window_first, kv], v[window_first : p + 1, kv]])
+    for h in range(heads):
+        kv = h // (heads // kv_heads)
+        far_blocks = far[kv].sort().values
+        tokens = (far_blocks[:, None] * bs + torch.arange(bs)).flatten()
+        packed = (window_first - len(far_blocks)) * bs + torch.arange(len(tokens))  # in order, before the window
+        far_keys = apply_rotary(k_pre[tokens, kv : kv + 1], *rope(packed))[:, 0]
+        for row, p in enumerate(range(start, length)):
+            logits = torch.cat([far_keys, k[window_first * bs : p + 1, kv]]) @ q[p, h]
+            probs = torch.softmax(logits * dim ** -0.5, -1)
+            expected[row, h] = probs @ torch.cat([v[tokens, kv], v[window_first * bs : p + 1, kv]])
     torch.testing.assert_close(out.float(), expected, rtol=1e-4, atol=1e-4)
+    if budget_blocks >= window_first:
+        full = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(0, 1), k.repeat_interleave(2, 1).transpose(0, 1), v.repeat_interleave(2, 1).transpose(0, 1),
+            is_causal=True, scale=dim ** -0.5).transpose(0, 1)
+        torch.testing.assert_close(out.float(), full[start:], rtol=1e-4, atol=1e-4)

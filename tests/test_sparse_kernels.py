@@ -96,50 +96,51 @@ def test_mixed_precision_paged_decode_matches_the_reference(splits: int) -> None
     torch.testing.assert_close(out_bf16, exact_out, rtol=1e-3, atol=1e-4)
 
 
-def test_remapped_blocks_are_unrotated_and_met_by_the_far_query() -> None:
-    """Past the trained window, far blocks are read as unrotated keys (bf16 ones unrotated in the
-    kernel at their logical positions, FP8 ones from the unrotated pool) against the far query."""
+def test_remapped_blocks_are_moved_by_their_shifts() -> None:
+    """Past the trained window, each selected block's keys (from the cache-dtype or the FP8 pool) are
+    moved its shift of positions on in the kernel: the same logits as keys rotated at the new positions."""
     from engine.config import ModelConfig
     from engine.rope import RotaryEmbedding, apply_rotary
 
     num_pool_blocks = 10
     rope = RotaryEmbedding(ModelConfig(arch="llama", vocab_size=8, hidden_size=DIM * GROUP, num_layers=1,
                                        num_heads=GROUP, num_kv_heads=1, intermediate_size=8, max_position=64,
-                                       head_dim=DIM), num_pool_blocks * BS)
+                                       head_dim=DIM), 2 * num_pool_blocks * BS)
     g = torch.Generator().manual_seed(3)
     k_pre = torch.randn(KV_HEADS, num_pool_blocks, BS, DIM, generator=g)
     logical_of_pool = torch.randperm(num_pool_blocks, generator=g)  # pool block b holds logical block logical_of_pool[b]
     positions = (logical_of_pool[:, None] * BS + torch.arange(BS)).flatten()
-    cos, sin = rope(positions)  # [slots, 1, D]
-    rotated = apply_rotary(k_pre.reshape(KV_HEADS, -1, DIM).transpose(0, 1), cos, sin).transpose(0, 1)
-    k_cache = rotated.reshape(KV_HEADS, num_pool_blocks, BS, DIM).transpose(2, 3).contiguous()  # fp32 cache
+
+    def rotated_at(positions: torch.Tensor) -> torch.Tensor:  # [Hkv, slots, D]
+        cos, sin = rope(positions)
+        return apply_rotary(k_pre.reshape(KV_HEADS, -1, DIM).transpose(0, 1), cos, sin).transpose(0, 1)
+
+    k_cache = rotated_at(positions).reshape(KV_HEADS, num_pool_blocks, BS, DIM).transpose(2, 3).contiguous()  # fp32
     v_cache = torch.randn(KV_HEADS, num_pool_blocks * BS, DIM, generator=g)
     k8, k_scale = quantize_fp8(k_cache.transpose(2, 3))
     k8, k_scale = k8.transpose(2, 3).contiguous(), k_scale.reshape(KV_HEADS, -1)
-    k8_far, k_scale_far = quantize_fp8(k_pre)
-    k8_far, k_scale_far = k8_far.transpose(2, 3).contiguous(), k_scale_far.reshape(KV_HEADS, -1)
     v8, v_scale = quantize_fp8(v_cache)
     v_scale = v_scale.squeeze(-1)
-    q, q_far = torch.randn(2, KV_HEADS * GROUP, DIM, generator=g)
+    q = torch.randn(KV_HEADS * GROUP, DIM, generator=g)
     table = torch.tensor([[4, 1, 8, 0, 6], [9, 2, 5, 7, 3]])
     is_fp8 = torch.tensor([[0, 1, 0, 1, 0], [1, 0, 0, 1, 0]])
-    far = torch.tensor([[1, 1, 0, 0, 1], [1, 1, 1, 0, 0]])
+    shifts = torch.tensor([[3 * BS, 40, 0, 7, 0], [BS, 0, 5 * BS + 2, 1, 0]])
     scale = 1 / math.sqrt(DIM)
-    remap = Remap(q_far, far, logical_of_pool[table], k8_far, k_scale_far, rope.cos, rope.sin)
     out, lse = sparse_paged_decode(q, k_cache, v_cache, k8, v8, k_scale, v_scale, table, is_fp8,
-                                   num_pool_blocks * BS, scale, splits=2, remap=remap)
+                                   num_pool_blocks * BS, scale, splits=2, remap=Remap(shifts, rope.cos, rope.sin))
 
     expected_out, expected_lse = [], []
     for h in range(KV_HEADS):
         logits, values = [], []
-        for block, fp8, is_far in zip(table[h].tolist(), is_fp8[h].tolist(), far[h].tolist(), strict=True):
+        for block, fp8, shift in zip(table[h].tolist(), is_fp8[h].tolist(), shifts[h].tolist(), strict=True):
             slots = torch.arange(block * BS, (block + 1) * BS)
-            if is_far:
-                keys = dequantize_fp8(k8_far[h, block].T, k_scale_far[h, slots, None]) if fp8 else k_pre[h, block]
+            cos, sin = rope(positions[slots] + shift)
+            if fp8:  # the FP8 copy of the rotated key, moved: as the engine's pools hold it
+                keys = apply_rotary(dequantize_fp8(k8[h, block].T, k_scale[h, slots, None])[:, None], *rope(
+                    torch.full((BS,), shift)))[:, 0]
             else:
-                keys = dequantize_fp8(k8[h, block].T, k_scale[h, slots, None]) if fp8 else k_cache[h, block].T
-            query = (q_far if is_far else q)[h * GROUP : (h + 1) * GROUP]
-            logits.append(query @ keys.T * scale)
+                keys = apply_rotary(k_pre[h, block][:, None], cos, sin)[:, 0]  # rotated at the new positions
+            logits.append(q[h * GROUP : (h + 1) * GROUP] @ keys.T * scale)
             values.append(dequantize_fp8(v8[h, slots], v_scale[h, slots, None]) if fp8 else v_cache[h, slots])
         logits = torch.cat(logits, -1)
         expected_lse.append(torch.logsumexp(logits, -1))
