@@ -20,7 +20,7 @@ from engine.attention import AttentionMetadata
 from engine.block_manager import block_hash
 from engine.kv_cache import KVCache
 from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
-from engine.rope import RotaryEmbedding, apply_rotary
+from engine.rope import RotaryEmbedding
 from engine.sequence import Sequence
 
 QUEUE_CHUNKS = 64  # snapshots waiting for the writer (~6 MB each for the default model in bf16)
@@ -70,8 +70,7 @@ class KVPersistence:
         return seq.num_computed - restored_from * bs
 
     def _rebuild_pools(self, seq: Sequence, first: int, end: int) -> None:
-        """Block bounds and FP8 copies of restored blocks, from their keys (the pre-RoPE keys by
-        rotating back: RoPE is a rotation)."""
+        """Block bounds and FP8 copies of restored blocks, from their keys, as the prefill wrote them."""
         if self.kv.sparse_pools is None:
             return
         bs = self.kv.block_size
@@ -84,8 +83,7 @@ class KVPersistence:
                 continue
             k = self.kv.k[layer][:, pool_blocks].permute(1, 3, 0, 2).reshape(count, -1, self.kv.k.shape[3])
             v = self.kv.v[layer][:, meta.slot_mapping].transpose(0, 1)
-            unrotated = apply_rotary(k.float(), cos, -sin) if pools.unrotated is not None else None
-            pools.write(k, v, meta, unrotated)
+            pools.write(k, v, meta, cos, sin)
 
     def persist(self, seq: Sequence, computed: int) -> None:
         """Queues the whole chunks of the first `computed` tokens that are not on disk yet."""

@@ -117,7 +117,7 @@ class LayerStep:
         v = qkv[:, num_qk:]  # [T, Hkv, D]
         write_kv(k_cache, v_cache, k, v, meta)
         if pools is not None:
-            pools.write(k, v, meta, qkv[:, self.num_heads : num_qk])
+            pools.write(k, v, meta, cos, sin)
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
             out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools)
         elif self.sparse is not None and pools is not None and self.sparse.remaps(meta.context_len):

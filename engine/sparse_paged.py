@@ -83,11 +83,13 @@ class SparsePools:
         self.v8 = torch.empty(num_kv_heads, num_blocks * block_size, head_dim, dtype=FP8)
         self.v_scale = torch.ones(num_kv_heads, num_blocks * block_size)
 
-    def write(self, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, k_unrotated: torch.Tensor) -> None:
-        """k, k_unrotated, v [T, Hkv, D] written at meta.slot_mapping."""
+    def write(self, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, cos: torch.Tensor,
+              sin: torch.Tensor) -> None:
+        """k, v [T, Hkv, D] as cached (k rotated by `cos`, `sin`), written at meta.slot_mapping. The keys
+        before RoPE are the cached ones rotated back, so that blocks restored from disk get the same."""
         self.keys.write(k, meta)
         if self.unrotated is not None:
-            self.unrotated.write(k_unrotated, meta)
+            self.unrotated.write(apply_rotary(k.float(), cos, -sin), meta)
         v8, v_scale = quantize_fp8(v.float().transpose(0, 1).nan_to_num(0.0, 0.0, 0.0))
         self.v8[:, meta.slot_mapping], self.v_scale[:, meta.slot_mapping] = v8, v_scale.squeeze(-1)
 

@@ -92,11 +92,12 @@ def test_the_disk_budget_evicts_and_never_fails(default_model, tmp_path):
 @pytest.mark.slow
 def test_sparse_pools_of_restored_blocks_match_the_computed_ones(default_model, tmp_path):
     """Past the trained window, decode reads block bounds and FP8 keys (rotated and not): rebuilt from
-    restored keys, they match those the prefill wrote, and the continuation is the same."""
+    restored keys, they are those the prefill wrote, bit for bit (bf16: the pre-RoPE keys are the
+    cached ones rotated back in both), and the continuation is the same."""
     config = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budget_tokens=256, target_mass=None)
 
     def engine():
-        e = LLMEngine.load(default_model, EngineOptions(dtype="fp32", attention="sparse-fp8", sparse=config,
+        e = LLMEngine.load(default_model, EngineOptions(dtype="bf16", attention="sparse-fp8", sparse=config,
                                                         max_context=8192 + 64, kv_cache_mib=128, kv_disk_dir=tmp_path))
         e.model.sparse = replace(e.model.sparse, remap_beyond=700)
         return e
@@ -111,8 +112,9 @@ def test_sparse_pools_of_restored_blocks_match_the_computed_ones(default_model, 
         ours, theirs = second.kv.sparse_pools[layer], first.kv.sparse_pools[layer]
         for pool in ("keys", "unrotated"):
             a, b = getattr(ours, pool), getattr(theirs, pool)
-            assert torch.allclose(a.k_min[:, :blocks], b.k_min[:, :blocks], atol=1e-4)
-            assert torch.allclose(a.k_max[:, :blocks], b.k_max[:, :blocks], atol=1e-4)
+            assert torch.equal(a.k_min[:, :blocks], b.k_min[:, :blocks])
+            assert torch.equal(a.k_max[:, :blocks], b.k_max[:, :blocks])
+            assert torch.equal(a.k8[:, : blocks * 64].view(torch.uint8), b.k8[:, : blocks * 64].view(torch.uint8))
 
 
 def random_chunk(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -289,7 +289,7 @@ def test_sparse_prefill_equals_attention_written_out(budget_blocks) -> None:
     pools = SparsePools(kv_heads, blocks, dim, bs, unrotated=True)
     meta = AttentionMetadata.for_step(list(range(blocks)), 0, length, bs)
     write_kv(k_cache, v_cache, k, v, meta)
-    pools.write(k, v, meta, k_pre)
+    pools.write(k, v, meta, cos, sin)
     start = length - chunk
     chunk_meta = AttentionMetadata.for_step(list(range(blocks)), start, chunk, bs)
     out = sparse_prefill(q[start:], q_pre[start:], k[start:], v[start:], k_cache, v_cache, pools, chunk_meta,
