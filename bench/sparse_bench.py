@@ -9,8 +9,9 @@ at a time, so every scored position's attention goes through the path under test
   coverage; per sparse layer the median exact attention mass captured (sinks + window + selected),
   an oracle's (the same number of blocks by true mass) and the share of out-of-window mass each recovers.
   The default configuration runs the feedback loop; the two fixed-budget ones measure selection.
-- Past 8k (`--parts long`): with positions remapped (InfLLM), loss on the last positions of 32k and
-  128k contexts against the same tokens read by dense attention with only their last 8k, and dense
+- Past 8k (`--parts long`): with positions remapped (scored as InfLLM does, attended in order, packed
+  before the window), loss on the last positions of 32k and 128k contexts against the same tokens
+  read by dense attention with only their last 8k, and dense
   attention at 32k (past its trained window); copying a renamed function's parameters (`def name(`)
   from 20k and 100k tokens back against dense at 3k; decode time per step at 128k against 8k, and
   dense's at 32k against 8k, with the KV bytes each step reads.
