@@ -40,7 +40,7 @@ class SparseConfig:
     candidates: int = 4  # stage two scores this many times the budget, on FP8 keys
     dense_layers: tuple[int, ...] = (0,)  # layers whose attention is diffuse (the default model's layer 0)
     target_mass: float | None = 0.95  # the feedback loop holds the captured mass here; None: a fixed budget
-    min_budget_tokens: int = 256
+    min_budget_tokens: int = 1024  # below it top-1 agreement with dense fell to 0.961 at 8k (0.981 with it)
     max_budget_tokens: int = 8192
     probe_every: int = 32  # the feedback loop's exact probe (a dense read), every this many steps of a layer
     remap_beyond: int | None = None  # longer contexts attend sinks and middle blocks as if just past the window
