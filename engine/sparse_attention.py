@@ -43,7 +43,7 @@ class SparseConfig:
     min_budget_tokens: int = 1024  # below it top-1 agreement with dense fell to 0.961 at 8k (0.981 with it)
     max_budget_tokens: int = 8192
     probe_every: int = 32  # the feedback loop's exact probe (a dense read), every this many steps of a layer
-    remap_beyond: int | None = None  # longer contexts attend sinks and middle blocks as if just past the window
+    remap_beyond: int | None = None  # longer contexts attend sinks and selected blocks packed before the window
     probe: bool = False  # probe every step: exact masses and an oracle's (benchmarks, tests)
 
     def __post_init__(self) -> None:
@@ -59,8 +59,9 @@ class SparseConfig:
 
     def remaps(self, length: int) -> bool:
         """Past the positions a model was trained on, dense attention breaks down (RoPE rotations it
-        never saw): sinks and selected blocks are then attended as if they sat just past the window,
-        at distance `window_tokens` (InfLLM); the window keeps its true positions."""
+        never saw): the middle is then scored as if it sat at distance `window_tokens` (InfLLM), and
+        the sinks and selected blocks are attended in their order, packed just before the window
+        (`packed_shifts`); the window keeps its true positions."""
         return self.remap_beyond is not None and length > self.remap_beyond
 
     def runs_dense(self, length: int) -> bool:
