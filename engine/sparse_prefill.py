@@ -24,7 +24,7 @@ from engine.attention import (
     merge_partials,
 )
 from engine.sparse_attention import SparseConfig, candidate_shares, packed_shifts, quest_bounds
-from engine.sparse_paged import SparsePools, block_slots, cache_keys, far_query
+from engine.sparse_paged import SparsePools, by_block, cache_keys, far_query
 
 SAMPLED_QUERIES = 32  # of a chunk's queries, scored against every middle block
 
@@ -51,7 +51,7 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
         far = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config)
         shifts = packed_shifts(far, window_first) * bs
         keys = cache_keys(k_cache, meta.block_table, far, bs, rope, shifts).flatten(1, 2)  # [Hkv, N, D]
-        values = v_cache[torch.arange(k.shape[1])[:, None], block_slots(meta.block_table[far], bs)]
+        values = by_block(v_cache, meta.block_table[far], bs)
         out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     return out[0].transpose(0, 1)
 

@@ -12,6 +12,7 @@ from engine.sparse_attention import (
     SparseConfig,
     block_bounds,
     dequantize_fp8,
+    fp8_to_float,
     quantize_fp8,
     quest_bound,
     sparse_decode,
@@ -91,6 +92,16 @@ def test_fp8_quantisation_uses_power_of_two_scales_and_keeps_three_mantissa_bits
     back = dequantize_fp8(values, scales)
     big = x.abs() > x.abs().amax(-1, keepdim=True) / 64  # e4m3's normal range below the row's max
     assert ((back - x).abs()[big] <= x.abs()[big] / 16 + 1e-12).all()
+
+
+@pytest.mark.parametrize("width", [64, 7])  # a pair of codes per lookup; one at a time when the width is odd
+def test_fp8_lookup_reads_every_code_as_the_cast_does(width: int) -> None:
+    codes = torch.arange(256, dtype=torch.uint8)
+    pairs = torch.cartesian_prod(codes, codes).flatten()  # every pair of neighbouring codes
+    pairs = pairs[: pairs.numel() // width * width].view(-1, width).view(torch.float8_e4m3fn)
+    expected = pairs.float().nan_to_num(0.0)  # NaN codes read 0
+    assert torch.equal(fp8_to_float(pairs), expected)
+    assert torch.equal(fp8_to_float(pairs.t()), expected.t())  # not contiguous
 
 
 def test_equal_scores_and_non_finite_keys_give_finite_outputs() -> None:
