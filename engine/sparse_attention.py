@@ -66,6 +66,13 @@ class SparseConfig:
         (`packed_shifts`); the window keeps its true positions."""
         return self.remap_beyond is not None and length > self.remap_beyond
 
+    @property
+    def remapped_budget_tokens(self) -> int:
+        """The budget past the trained window, where the feedback loop cannot steer (it sees scored
+        masses, not attended ones): where the loop settles at 8k, its floor (mean 1,062 tokens over
+        2,048 positions there); a fixed budget stays fixed."""
+        return self.budget_tokens if self.target_mass is None else min(self.budget_tokens, self.min_budget_tokens)
+
     def runs_dense(self, length: int) -> bool:
         """Short contexts are attended whole: there is nothing worth skipping."""
         return length <= self.sink_tokens + self.window_tokens + self.budget_tokens

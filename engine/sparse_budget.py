@@ -7,9 +7,10 @@ of a layer per 8k tokens of context) measures it exactly, and the gap seen there
 The budget grows by a quarter when the mass falls short and shrinks by one block when it clears the
 target with room to spare (additive decrease: a layer that needs its blocks gets them back fast).
 
-Past the trained window (`SparseConfig.remaps`) the budget stays at `budget_tokens`: blocks are scored
-as if at one distance but attended packed in order, so the mass the scorer sees is not the mass
-attended; and a budget that grew with the context would make the cost of a step grow with it.
+Past the trained window (`SparseConfig.remaps`) the budget holds still at the loop's floor
+(`SparseConfig.remapped_budget_tokens`): blocks are scored as if at one distance but attended packed
+in order, so the mass the scorer sees is not the mass attended; and a budget that grew with the
+context would make the cost of a step grow with it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SparseBudget:
 
     def budget(self, layer: int, length: int = 0) -> int:
         if self.config.remaps(length):
-            return self.config.budget_tokens
+            return self.config.remapped_budget_tokens
         return self.budgets.get(layer, self.config.budget_tokens)
 
     def probes_now(self, layer: int, length: int) -> bool:

@@ -194,12 +194,12 @@ def test_the_feedback_loop_grows_the_budget_for_a_high_target_and_shrinks_it_for
 
 
 def test_past_the_trained_window_the_budget_holds_still_and_nothing_probes() -> None:
-    """Remapped contexts keep `budget_tokens` whatever mass the scorer sees, and take no dense probe;
-    shorter ones steer by it."""
+    """Remapped contexts hold the loop's floor whatever mass the scorer sees, and take no dense probe;
+    shorter ones steer by it. A fixed budget stays what it is."""
     from engine.sparse_attention import SparseStats
     from engine.sparse_budget import SparseBudget
 
-    config = SparseConfig(budget_tokens=512, target_mass=0.95, probe_every=1, remap_beyond=8192)
+    config = SparseConfig(budget_tokens=2048, min_budget_tokens=512, target_mass=0.95, probe_every=1, remap_beyond=8192)
     low = SparseStats(False, 2048, 1024, 32, 0.1, 512, captured_mass=0.5)
     feedback = SparseBudget(config)
     for _ in range(4):
@@ -209,7 +209,9 @@ def test_past_the_trained_window_the_budget_holds_still_and_nothing_probes() -> 
     assert feedback.metrics()["layer_steps"] == 4
     assert feedback.probes_now(3, 4096)
     feedback.observe(3, low, 4096)
-    assert feedback.budget(3, 4096) > 512
+    assert feedback.budget(3, 4096) > 2048
+    fixed = SparseBudget(replace(config, target_mass=None))
+    assert fixed.budget(3, 20000) == 2048
 
 
 def test_the_fp8_part_of_the_window_is_its_older_part() -> None:
