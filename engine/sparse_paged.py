@@ -61,7 +61,7 @@ class KeyPool:
                rope=None) -> torch.Tensor:
         """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]; with
         `shifts` [Hkv, N], each block's keys moved that many positions on first (`shift_keys`)."""
-        keys = dequantize_fp8(by_block(self.k8, blocks, bs), by_block(self.k_scale, blocks, bs)[..., None])  # [Hkv, N * bs, D]
+        keys = fp8_by_block(self.k8, self.k_scale, blocks, bs)  # [Hkv, N * bs, D]
         if shifts is not None:
             keys = shift_keys(keys, shifts.repeat_interleave(bs, -1), rope)
         logits = torch.einsum("hgd,htd->hgt", qg, keys) * scale
@@ -151,7 +151,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     near_lo = window_lo.expand(expand)
     parts.append(pools.keys.logits(qg, table[near_lo], bs, scale))
     if remap:  # stage two scored the band at distance window_tokens: read it again where it is attended
-        parts.append(pools.keys.logits(qg, table[far[:, far_hi.shape[1] :]], bs, scale, shifts[:, far_hi.shape[1] :], rope))
+        band = far_hi.shape[1]
+        parts.append(pools.keys.logits(qg, table[far[:, band:]], bs, scale, shifts[:, band:], rope))
     else:
         band = order[:, high:budget, None, None].expand(-1, -1, group, bs).transpose(1, 2)  # [Hkv, G, B - high, bs]
         parts.append(candidate_logits.gather(2, band))
@@ -160,7 +161,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     hi_blocks = table[torch.cat([far_hi, near_hi], 1)]
     lo_blocks = table[torch.cat([near_lo, middle[chosen[:, high:]]], 1)]
     values = torch.cat([by_block(v_cache, hi_blocks, bs).float(),
-                        dequantize_fp8(by_block(pools.v8, lo_blocks, bs), by_block(pools.v_scale, lo_blocks, bs)[..., None])], 1)
+                        fp8_by_block(pools.v8, pools.v_scale, lo_blocks, bs)], 1)
     lse = torch.logsumexp(logits, -1)
     out = torch.einsum("hgt,htd->hgd", torch.exp(logits - lse[..., None]), values)
 
@@ -199,3 +200,9 @@ def by_block(pool: torch.Tensor, blocks: torch.Tensor, bs: int) -> torch.Tensor:
     row of bs slots per block: on the CPU several times faster than indexing slot by slot."""
     rows = pool.view(pool.shape[0], -1, bs, *pool.shape[2:])[torch.arange(blocks.shape[0])[:, None], blocks]
     return rows.flatten(1, 2)
+
+
+def fp8_by_block(codes: torch.Tensor, scales: torch.Tensor, blocks: torch.Tensor, bs: int) -> torch.Tensor:
+    """An FP8 pool [Hkv, slots, D] and its per-slot scales [Hkv, slots] read at whole pool blocks
+    [Hkv, N], dequantised: [Hkv, N * bs, D] fp32."""
+    return dequantize_fp8(by_block(codes, blocks, bs), by_block(scales, blocks, bs)[..., None])
