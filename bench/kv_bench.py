@@ -12,8 +12,19 @@ Three fresh processes, each loading the default model with sparse FP8 attention 
 Figures: time to first token of each (median over `--repeats` warm/recompute pairs), their ratio
 (target ≥ 10), disk bytes read, whether warm and recompute continue with the same 16 tokens, peak RSS.
 
+`--tiers`: a bounded device tier over a long context instead (default 256k tokens of the standard
+library's source). Two fresh processes:
+- bounded: device budget 1/32 of the context's KV in bf16; prefills the context (its chunks go to
+  disk as they leave the window) and decodes 64 tokens greedily, while a thread samples the tiers'
+  bytes and the process's RSS every 20 ms (the tier also records its exact peak);
+- unbounded (the baseline): no device budget; restores the context from the bounded run's chunks and
+  decodes the same 64 tokens. Same tokens: the bounded tier changed nothing.
+Figures: peaks against budgets, promotions, demotions, locality (selected blocks already resident when a
+decode step reads them), fetch latency, disk bytes read per decoded token, decode time per token, RSS.
+
     python bench/kv_bench.py                 # ~6 minutes on 2 cores
     python bench/kv_bench.py --tokens 8192   # a shorter prefix
+    python bench/kv_bench.py --tiers         # ~40 minutes on 2 cores (a 256k prefill)
 
 The last line of standard output is one JSON object (see ../shared/DESIGN.md, "Benchmarks").
 """
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -37,6 +49,7 @@ import corpora  # noqa: E402
 from bench.machine import machine  # noqa: E402
 
 TARGETS = {"reuse_ttft_speedup": [">=", 10.0]}
+TIER_TARGETS = {"device_peak_within_budget": True, "same_tokens": True, "locality": [">=", 0.6]}
 QUESTIONS = ("\n# Question: which function above parses a date string?\n# Answer:",
              "\n# Question: where are command-line options defined above?\n# Answer:")
 
@@ -85,6 +98,127 @@ def worker(prompt_file: str, cache: str | None, threads: int, max_context: int) 
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
 
 
+def long_source(tokens: int) -> str:
+    """Whole files of the standard library (tests left out) under path headers, about `tokens` tokens."""
+    from engine.checkpoints import load_tokenizer
+    from engine.model_files import default_model_path
+
+    tokenizer = load_tokenizer(default_model_path())
+    corpus = corpora.python_stdlib_full(include_tests=False)
+    parts, count = [], 0
+    for path in corpus.files():
+        text = f"# File: {path}\n" + (corpus.root / path).read_text(encoding="utf-8", errors="replace") + "\n"
+        parts.append(text)
+        count += len(tokenizer.encode(text))
+        if count >= tokens:
+            break
+    return "".join(parts)
+
+
+def tier_worker(prompt_file: str, cache: str, threads: int, max_context: int, device_mib: int | None,
+                max_tokens: int) -> None:
+    """One process: prompt ids from `prompt_file` (JSON), greedy decode, tier figures sampled meanwhile."""
+    import threading
+    import time
+
+    import torch
+
+    from engine import EngineOptions, LLMEngine, SamplingParams
+    from engine.model_files import default_model_path
+
+    torch.set_num_threads(threads)
+    options = EngineOptions(attention="sparse-fp8", max_context=max_context, kv_cache_mib=256, num_threads=threads,
+                            kv_disk_dir=Path(cache), kv_disk_mib=1 << 20, kv_device_mib=device_mib)
+    engine = LLMEngine.load(default_model_path(), options)
+    ids = json.loads(Path(prompt_file).read_text())
+    peaks = {"device_bytes": 0, "rss_bytes": 0, "samples": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not done.wait(0.02):
+            if engine.tier is not None:
+                peaks["device_bytes"] = max(peaks["device_bytes"], engine.tier.stats.device_bytes)
+            with open("/proc/self/statm") as f:
+                peaks["rss_bytes"] = max(peaks["rss_bytes"], int(f.read().split()[1]) * page)
+            peaks["samples"] += 1
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    stamps = []
+    text = []
+    for chunk in engine.generate(ids, SamplingParams(max_tokens=max_tokens, ignore_eos=True)):
+        stamps.append(time.perf_counter())
+        text.append(chunk.text)
+    done.set()
+    sampler.join()
+    stats = chunk.stats
+    decode_steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    tier = engine.tier.stats.as_dict() if engine.tier is not None else None
+    print(json.dumps({
+        "text": "".join(text), "token_ids": stats.num_prompt_tokens, "wall_s": time.perf_counter() - started,
+        "ttft_s": stats.time_to_first_token_s, "disk_tokens": stats.num_disk_tokens,
+        "decode_s_per_token_median": statistics.median(decode_steps) if decode_steps else None,
+        "sampled": peaks, "tier": tier, "host_bytes": engine.tier.stats.host_bytes if engine.tier else None,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+
+
+def run_tiers(args: argparse.Namespace) -> None:
+    import torch
+
+    from engine.checkpoints import load_checkpoint
+    from engine.kv_cache import KVCache
+    from engine.model_files import default_model_path
+
+    checkpoint = load_checkpoint(default_model_path())
+    ids = checkpoint.tokenizer.encode(long_source(args.tokens))[: args.tokens]
+    kv_bytes = KVCache.bytes_per_token(checkpoint.config, torch.bfloat16) * len(ids)
+    device_mib = max(1, kv_bytes // args.device_fraction >> 20)
+    with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
+        prompt = Path(tmp) / "ids.json"
+        prompt.write_text(json.dumps(ids))
+        common = [sys.executable, __file__, "--tier-worker", str(prompt), "--cache", str(Path(tmp) / "kv"),
+                  "--threads", str(args.threads), "--max-context", str(len(ids) + 1024),
+                  "--max-tokens", str(args.max_tokens)]
+        runs = {}
+        for name, extra in (("bounded", ["--device-mib", str(device_mib)]), ("unbounded", [])):
+            done = subprocess.run(common + extra, capture_output=True, text=True, cwd=ROOT, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{name} run failed:\n{done.stderr[-4000:]}")
+            runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(name, json.dumps(runs[name])[:2000], file=sys.stderr, flush=True)
+    bounded, unbounded = runs["bounded"], runs["unbounded"]
+    tier = bounded["tier"]
+    figures = {
+        "context_tokens": len(ids), "kv_bytes_bf16": kv_bytes,
+        "device_budget_bytes": tier["device_budget"], "device_peak_bytes": tier["device_peak"],
+        "device_sampled_max_bytes": bounded["sampled"]["device_bytes"], "samples": bounded["sampled"]["samples"],
+        "host_bytes": bounded["host_bytes"],
+        "same_tokens": bounded["text"] == unbounded["text"],
+        "locality": tier["locality"], "promotions": tier["promotions"], "demotions": tier["demotions"],
+        "fetch_ms_per_promotion": 1000 * tier["fetch_seconds"] / max(1, tier["promotions"]),
+        "disk_bytes_read": tier["disk_bytes_read"], "spilled_chunks": tier["spilled_chunks"],
+        "over_budget": tier["over_budget"],
+        "decode_ms_per_token": {"bounded": 1000 * bounded["decode_s_per_token_median"],
+                                "unbounded": 1000 * unbounded["decode_s_per_token_median"]},
+        "wall_s": {"bounded": bounded["wall_s"], "unbounded": unbounded["wall_s"]},
+        "peak_rss_mib": {"bounded": bounded["peak_rss_mib"], "unbounded": unbounded["peak_rss_mib"]},
+        "unbounded_restored_tokens": unbounded["disk_tokens"],
+        "text": {"bounded": bounded["text"], "unbounded": unbounded["text"]},
+    }
+    print(json.dumps({
+        "bench": "kv-tiers", "machine": machine(),
+        "config": {"model": "SmolLM2-135M-Instruct Q4_1 (bf16)", "attention": "sparse-fp8", "tokens": len(ids),
+                   "threads": args.threads, "max_tokens": args.max_tokens,
+                   "device_budget": f"1/{args.device_fraction} of the KV"},
+        "figures": figures, "baselines": {"unbounded_decode_ms_per_token": figures["decode_ms_per_token"]["unbounded"]},
+        "targets": TIER_TARGETS,
+        "met": {"device_peak_within_budget": tier["device_peak"] <= tier["device_budget"],
+                "same_tokens": figures["same_tokens"], "locality": tier["locality"] >= 0.6},
+    }, ensure_ascii=False))
+
+
 def run_worker(prompt: Path, cache: Path | None, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", str(prompt), "--threads", str(args.threads),
                "--max-context", str(args.tokens + 1024)]
@@ -102,9 +236,24 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--max-context", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--tiers", action="store_true", help="a bounded device tier over a long context instead")
+    parser.add_argument("--max-tokens", type=int, default=64, help="with --tiers: tokens decoded")
+    parser.add_argument("--device-fraction", type=int, default=32,
+                        help="with --tiers: the device budget is the context's KV over this (default: %(default)s)")
+    parser.add_argument("--scratch", default=None, help="with --tiers: folder for the chunks (default: $TMPDIR)")
+    parser.add_argument("--tier-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device-mib", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.cache, args.threads, args.max_context)
+        return
+    if args.tier_worker:
+        tier_worker(args.tier_worker, args.cache, args.threads, args.max_context, args.device_mib, args.max_tokens)
+        return
+    if args.tiers:
+        if args.tokens == parser.get_default("tokens"):
+            args.tokens = 262144
+        run_tiers(args)
         return
     prefix = repository_prefix(args.tokens)
     with tempfile.TemporaryDirectory() as tmp:

@@ -85,6 +85,17 @@ class BlockManager:
                 else:
                     heapq.heappush(self.free_ids, block_id)
 
+    def forget(self, block_id: int) -> None:
+        """Unnames a block whose contents were lost: later requests recompute its tokens."""
+        h = self.block_hashes[block_id]
+        if h is None:
+            return
+        del self.hash_to_block[h]
+        self.block_hashes[block_id] = None
+        if self.ref_counts[block_id] == 0:
+            self.evictable.pop(block_id, None)
+            heapq.heappush(self.free_ids, block_id)
+
     def _take(self, block_id: int) -> None:
         if self.ref_counts[block_id] == 0:
             self.evictable.pop(block_id, None)

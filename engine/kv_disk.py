@@ -5,7 +5,8 @@ before it) together with the model id and the cache dtype, so a chunk is only ev
 process serving the same weights with the same prefix; another model file, or an edited prefix,
 simply misses. Files are written to a temporary name, synced and renamed: a process killed while
 writing leaves no file under a chunk's name. Each read checks the header and a BLAKE2 digest of the
-payload; a damaged chunk is deleted and reported as a miss (the caller recomputes it). The folder
+payload, or of the one layer it reads (the device tier fetches blocks layer by layer); a damaged chunk is
+deleted and reported as a miss (the caller recomputes it). The folder
 stays under a byte budget by evicting the least recently used chunks (reads refresh the mtime),
 under an flock so that processes sharing the folder do not evict what another is renaming in.
 """
@@ -18,15 +19,21 @@ import json
 import math
 import os
 import struct
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-MAGIC = b"ZKV1"
+MAGIC = b"ZKV2"  # ZKV1 files (one digest, no per-layer ones) read as damaged: recomputed once
 CHUNK_BLOCKS = 4  # 256 tokens of 64-token blocks
 _HEADER = struct.Struct("<4sI")  # magic, JSON length
+_HEAD_READ = 8192  # bytes read for the header and its JSON (about 1.6 KB with 30 layer digests)
+
+
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 @dataclass
@@ -50,13 +57,14 @@ class DiskKVStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.model_id, self.dtype, self.budget_bytes = model_id, dtype, budget_bytes
         self.stats = DiskStats()
+        self.written_here: set[bytes] = set()  # chunks this process wrote (until it finds one damaged)
         self._remove_orphans()
 
     def _remove_orphans(self) -> None:
         """Temporary files of writers that were killed (their process is gone)."""
         for path in self.folder.glob(".*.tmp"):
             try:
-                pid = int(path.name.rsplit(".", 2)[-2])
+                pid = int(path.name.split(".")[-3])  # .<chunk>.kv.<pid>.<thread>.tmp
                 os.kill(pid, 0)
             except ProcessLookupError:
                 path.unlink(missing_ok=True)
@@ -91,39 +99,84 @@ class DiskKVStore:
         return chunk
 
     def _parse(self, data: bytes, chunk_hash: bytes, k_shape: tuple, v_shape: tuple):
-        try:
-            magic, meta_len = _HEADER.unpack_from(data)
-            meta = json.loads(data[_HEADER.size : _HEADER.size + meta_len])
-            payload = memoryview(data)[_HEADER.size + meta_len :]
-            k_bytes = math.prod(k_shape) * self.dtype.itemsize
-            if (magic != MAGIC or meta["chunk"] != chunk_hash.hex() or meta["model"] != self.model_id
-                    or meta["dtype"] != str(self.dtype) or meta["k"] != list(k_shape) or meta["v"] != list(v_shape)
-                    or len(payload) != k_bytes + math.prod(v_shape) * self.dtype.itemsize
-                    or meta["digest"] != hashlib.blake2b(payload, digest_size=16).hexdigest()):
-                return None
-        except (struct.error, ValueError, KeyError, TypeError):
+        meta_len = self._meta_length(data, chunk_hash, k_shape, v_shape)
+        if meta_len is None:
+            return None
+        payload = memoryview(data)[_HEADER.size + meta_len :]
+        if (len(payload) != (math.prod(k_shape) + math.prod(v_shape)) * self.dtype.itemsize
+                or json.loads(data[_HEADER.size : _HEADER.size + meta_len])["digest"] != _digest(payload)):
             return None
         raw = torch.frombuffer(bytearray(payload), dtype=self.dtype)
         return raw[: math.prod(k_shape)].view(k_shape), raw[math.prod(k_shape) :].view(v_shape)
 
-    def save(self, chunk_hash: bytes, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Writes the chunk atomically, then evicts down to the budget."""
+    def _meta_length(self, head: bytes, chunk_hash: bytes, k_shape: tuple, v_shape: tuple) -> int | None:
+        """The length of the header's JSON when it names this chunk of this model, else None."""
+        try:
+            magic, meta_len = _HEADER.unpack_from(head)
+            meta = json.loads(head[_HEADER.size : _HEADER.size + meta_len])
+            if (magic != MAGIC or meta["chunk"] != chunk_hash.hex() or meta["model"] != self.model_id
+                    or meta["dtype"] != str(self.dtype) or meta["k"] != list(k_shape) or meta["v"] != list(v_shape)
+                    or len(meta["layers"]) != k_shape[0]):
+                return None
+        except (struct.error, ValueError, KeyError, TypeError):
+            return None
+        return meta_len
+
+    def load_layer(self, chunk_hash: bytes, layer: int, k_shape: tuple, v_shape: tuple,
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One layer of a chunk: keys k_shape[1:] and values v_shape[1:], read and checked alone (two
+        reads of that layer's bytes, its own digest); None when missing or damaged (then deleted)."""
         path = self.path(chunk_hash)
-        if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_HEAD_READ)
+                meta_len = self._meta_length(head, chunk_hash, k_shape, v_shape)
+                if meta_len is None or _HEADER.size + meta_len > len(head):
+                    return self._damaged(path)
+                meta = json.loads(head[_HEADER.size : _HEADER.size + meta_len])
+                k_layer, v_layer = (math.prod(shape[1:]) * self.dtype.itemsize for shape in (k_shape, v_shape))
+                start = _HEADER.size + meta_len
+                keys = os.pread(f.fileno(), k_layer, start + layer * k_layer)
+                values = os.pread(f.fileno(), v_layer, start + k_shape[0] * k_layer + layer * v_layer)
+        except OSError:
+            self.stats.misses += 1
+            return None
+        if len(keys) != k_layer or len(values) != v_layer or meta["layers"][layer] != _digest(keys + values):
+            return self._damaged(path)
+        self.stats.hits += 1
+        self.stats.bytes_read += k_layer + v_layer
+        raw = torch.frombuffer(bytearray(keys + values), dtype=self.dtype)
+        split = k_layer // self.dtype.itemsize
+        return raw[:split].view(k_shape[1:]), raw[split:].view(v_shape[1:])
+
+    def _damaged(self, path: Path) -> None:
+        self.stats.corrupt += 1
+        path.unlink(missing_ok=True)
+
+    def save(self, chunk_hash: bytes, keys: torch.Tensor, values: torch.Tensor, sync: bool = True,
+             overwrite: bool = False) -> None:
+        """Writes the chunk atomically, then evicts down to the budget. `sync`: on disk before the
+        rename (a power cut then loses nothing; without it the digests still catch a torn file).
+        `overwrite`: replaces a chunk already there, which may be damaged (readers keep the old file)."""
+        path = self.path(chunk_hash)
+        if path.is_file() and not overwrite:
             return
-        payload = keys.contiguous().view(-1).view(torch.uint8).numpy().tobytes() + \
-            values.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        key_bytes = [layer.contiguous().view(-1).view(torch.uint8).numpy().tobytes() for layer in keys]
+        value_bytes = [layer.contiguous().view(-1).view(torch.uint8).numpy().tobytes() for layer in values]
+        payload = b"".join(key_bytes + value_bytes)
         meta = json.dumps({"chunk": chunk_hash.hex(), "model": self.model_id, "dtype": str(self.dtype),
-                           "k": list(keys.shape), "v": list(values.shape),
-                           "digest": hashlib.blake2b(payload, digest_size=16).hexdigest()}).encode()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                           "k": list(keys.shape), "v": list(values.shape), "digest": _digest(payload),
+                           "layers": [_digest(k + v) for k, v in zip(key_bytes, value_bytes)]}).encode()
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(temporary, "wb") as f:
             f.write(_HEADER.pack(MAGIC, len(meta)) + meta)
             f.write(payload)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         with self._locked():
             os.replace(temporary, path)
+            self.written_here.add(chunk_hash)
             self.stats.written += 1
             self.stats.bytes_written += path.stat().st_size
             self._evict()

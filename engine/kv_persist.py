@@ -43,6 +43,7 @@ class KVPersistence:
         self.v_shape = (layers, heads, CHUNK_BLOCKS * bs, dim)
         self.chunk_tokens = CHUNK_BLOCKS * bs
         self.dropped = 0  # snapshots not queued because the writer was behind
+        self.tier = None  # engine.kv_tiers.DeviceTier, when the device tier is bounded
         self._queue: queue.Queue = queue.Queue(QUEUE_CHUNKS)
         self._writer: threading.Thread | None = None  # started with the first chunk to write
 
@@ -51,7 +52,7 @@ class KVPersistence:
         returns the tokens restored. The last prompt token is always left to compute."""
         bs = self.kv.block_size
         hashes = block_hashes(seq.token_ids, bs)
-        restored_from = seq.num_computed // bs  # blocks before it are in memory already
+        restored_from = rebuilt = seq.num_computed // bs  # blocks before it are in memory already
         chunk = restored_from // CHUNK_BLOCKS
         while (chunk + 1) * self.chunk_tokens < len(seq):
             loaded = self.store.load(hashes[(chunk + 1) * CHUNK_BLOCKS - 1], self.k_shape, self.v_shape)
@@ -59,15 +60,26 @@ class KVPersistence:
                 break
             keys, values = loaded
             first = max(chunk * CHUNK_BLOCKS, seq.num_computed // bs)
+            if self.tier is not None:  # a bounded device tier: a batch of chunks at a time, then evictable
+                if first - rebuilt >= self._tier_batch_blocks():
+                    self._rebuild_pools(seq, rebuilt, first)
+                    rebuilt = first
+                self.tier.restored(seq, first, (chunk + 1) * CHUNK_BLOCKS, hashes[CHUNK_BLOCKS - 1 :: CHUNK_BLOCKS])
             for block in range(first, (chunk + 1) * CHUNK_BLOCKS):
                 j, target = block - chunk * CHUNK_BLOCKS, seq.block_ids[block]
                 self.kv.k[:, :, target] = keys[:, :, j]
                 self.kv.v[:, :, target * bs : (target + 1) * bs] = values[:, :, j * bs : (j + 1) * bs]
             seq.num_computed = seq.num_persisted = (chunk + 1) * self.chunk_tokens
             chunk += 1
-        if seq.num_computed // bs > restored_from:  # one pass over all restored blocks: per-call costs add up
-            self._rebuild_pools(seq, restored_from, seq.num_computed // bs)
+        if seq.num_computed // bs > rebuilt:  # one pass over all restored blocks: per-call costs add up
+            self._rebuild_pools(seq, rebuilt, seq.num_computed // bs)
         return seq.num_computed - restored_from * bs
+
+    def _tier_batch_blocks(self) -> int:
+        """Blocks restored between two rebuilds of the sparse pools under a bounded device tier: a
+        quarter of its capacity, in whole chunks."""
+        layers, heads = self.kv.k.shape[:2]
+        return max(1, self.tier.capacity // 4 // (layers * heads * CHUNK_BLOCKS)) * CHUNK_BLOCKS
 
     def _rebuild_pools(self, seq: Sequence, first: int, end: int) -> None:
         """Block bounds and FP8 copies of restored blocks, from their keys, as the prefill wrote them."""

@@ -14,8 +14,9 @@ from engine.block_manager import BlockManager
 from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
 from engine.kv_cache import KVCache
-from engine.kv_disk import DiskKVStore
+from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
 from engine.kv_persist import KVPersistence
+from engine.kv_tiers import TIER_COUNTERS, DeviceTier, DiskTierTooSmallError, TieringNeedsSparseError, host_bytes
 from engine.model import Transformer, required_tensor_names
 from engine.prompt import Prompt
 from engine.prompt_format import build_fim_prompt, render_chat
@@ -46,6 +47,7 @@ class EngineOptions:
     adapter: Path | None = None  # a repository adapter (engine/adapter.py) folded into the weights
     kv_disk_dir: Path | None = None  # the disk tier: prompt prefixes' KV persisted across processes
     kv_disk_mib: int = 4096  # its byte budget (least recently used chunks evicted)
+    kv_device_mib: int | None = None  # the device tier's budget: blocks beyond it are read back from disk
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"
@@ -99,11 +101,34 @@ class LLMEngine:
         if options.kv_disk_dir is not None:
             store = DiskKVStore(Path(options.kv_disk_dir), model_id, kv_dtype, options.kv_disk_mib << 20)
             self.persistence = KVPersistence(store, self.kv, model.rotary)
+        self.tier = self._device_tier() if options.kv_device_mib is not None else None
         persistence = self.persistence
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
                                    prefill_chunk=options.prefill_chunk, max_batch=options.max_batch,
                                    restore=persistence.restore if persistence else None,
                                    persist=persistence.persist if persistence else None)
+
+    def _device_tier(self) -> DeviceTier:
+        """A bounded device tier, checked to hold what one step may read at once: every sequence's sinks,
+        window and unwritten chunks in every layer, plus one layer's widest read (dense attention up to
+        the remapping point, or the window and the largest budget)."""
+        sparse = self.model.sparse
+        if sparse is None or self.persistence is None:
+            raise TieringNeedsSparseError()
+        tier = DeviceTier(self.kv, self.persistence.store, self.blocks, self.options.kv_device_mib << 20,
+                          sparse.window_tokens)
+        bs, chunk = self.kv.block_size, -(-self.options.prefill_chunk // self.kv.block_size)
+        dense_span = min(self.max_context, sparse.remap_beyond or self.max_context)
+        widest = max(dense_span, sparse.sink_tokens + sparse.window_tokens + sparse.max_budget_tokens) // bs + chunk + 1
+        pinned = (sparse.sink_tokens + sparse.window_tokens) // bs + chunk + 2 * CHUNK_BLOCKS + 1
+        layers, heads = self.config.num_layers, self.config.num_kv_heads
+        tier.check(heads * (layers * pinned + widest))
+        context_bytes = self.max_context * KVCache.bytes_per_token(self.config, self.kv.k.dtype)
+        if self.options.kv_disk_mib << 20 < context_bytes:  # the disk tier must not evict what it alone holds
+            raise DiskTierTooSmallError(budget=self.options.kv_disk_mib, needed=-(-context_bytes >> 20),
+                                        tokens=self.max_context)
+        self.persistence.tier = tier
+        return tier
 
     @classmethod
     def load(cls, path: str | Path, options: EngineOptions | None = None) -> "LLMEngine":
@@ -126,6 +151,19 @@ class LLMEngine:
     def kv_resident_bytes(self) -> int:
         """Bytes of the KV pool in use or ever used (the pool's pages are touched on first use)."""
         return self.blocks.high_water * self.kv.block_size * KVCache.bytes_per_token(self.config, self.kv.k.dtype)
+
+    def kv_tiers(self) -> dict[str, float | None]:
+        """Where the KV cache is, per tier, and the device tier's counters when it is bounded: what
+        /metrics, the editor's status and the chat status show."""
+        out: dict[str, float | None] = {
+            "device_bytes": self.tier.stats.device_bytes if self.tier is not None else self.kv_resident_bytes,
+            "device_budget": self.tier.stats.device_budget if self.tier is not None else None,
+            "host_bytes": host_bytes(self.kv),
+            "disk_bytes": self.persistence.store.disk_bytes() if self.persistence is not None else 0}
+        if self.tier is not None:
+            counters = self.tier.stats.as_dict()
+            out.update({name: counters[name] for name in TIER_COUNTERS})
+        return out
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         """Prompt ids, with BOS where the model wants one."""
@@ -246,10 +284,14 @@ class LLMEngine:
                                                           s.sparse_budget) for s in seqs])
         input_ids = torch.tensor([s.token_ids[-1] for s in seqs], dtype=torch.long)
         positions = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
-        logits = self.model(input_ids, positions, self.kv, batch, logits_for=torch.arange(len(seqs)))
+        if self.tier is not None:
+            self.tier.begin_step(len(seqs))
+        logits = self.model(input_ids, positions, self.kv, batch, logits_for=torch.arange(len(seqs)), tier=self.tier)
         for s in seqs:
             s.num_computed = len(s)
             s.seal_full_blocks(self.blocks)
+            if self.tier is not None:
+                self.tier.spill(s)
         return logits
 
     def _step(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
@@ -258,7 +300,11 @@ class LLMEngine:
         meta = AttentionMetadata.for_step(seq.block_ids, start, end - start, self.kv.block_size, seq.sparse_budget)
         input_ids = torch.tensor(seq.token_ids[start:end], dtype=torch.long)
         positions = torch.arange(start, end)
-        logits = self.model(input_ids, positions, self.kv, meta)
+        if self.tier is not None:
+            self.tier.begin_step(end - start)
+        logits = self.model(input_ids, positions, self.kv, meta, tier=self.tier)
         seq.num_computed = end
         seq.seal_full_blocks(self.blocks)
+        if self.tier is not None:
+            self.tier.spill(seq)
         return logits[0]

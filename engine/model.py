@@ -22,6 +22,7 @@ from engine.attention import (
 )
 from engine.config import ModelConfig
 from engine.kv_cache import KVCache
+from engine.kv_tiers import DeviceTier
 from engine.rope import RotaryEmbedding, apply_rotary
 from engine.sparse_attention import SparseConfig, SparseCounter, sparse_decode
 from engine.sparse_paged import SparsePools, sparse_paged_decode
@@ -108,29 +109,35 @@ class LayerStep:
         self.scale, self.intermediate_size = attn.scale, mlp.intermediate_size
 
     def __call__(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata, pools: SparsePools | None = None,
-                 ) -> torch.Tensor:
-        """x: the fp32 residual stream [T, d], updated in place and returned."""
+                 tier: DeviceTier | None = None) -> torch.Tensor:
+        """x: the fp32 residual stream [T, d], updated in place and returned. With a `tier`, every block
+        read in the cache dtype is fetched first (it may be on disk only)."""
         num_tokens, num_qk = x.shape[0], self.num_heads + self.num_kv_heads
         qkv = self.qkv(rms_norm(x, *self.input_norm)).view(num_tokens, -1, self.head_dim)  # [T, H + 2 Hkv, D]
         qk = apply_rotary(qkv[:, :num_qk], cos, sin).to(k_cache.dtype)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
         v = qkv[:, num_qk:]  # [T, Hkv, D]
+        fetch = functools.partial(tier.fetch, self.index) if tier is not None else None
+        if tier is not None:
+            tier.prepare_write(self.index, meta.slot_blocks)
         write_kv(k_cache, v_cache, k, v, meta)
         if pools is not None:
             pools.write(k, v, meta, cos, sin)
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
-            out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools)
+            out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools, fetch)
         elif self.sparse is not None and pools is not None and self.sparse.remaps(meta.context_len):
             out = sparse_prefill(q, qkv[:, : self.num_heads], k, v, k_cache, v_cache, pools, meta, self.scale,
-                                 self.sparse, self.rope)
+                                 self.sparse, self.rope, fetch)
         else:
+            _fetch_context(fetch, meta)
             out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
         x.add_(self.o(out.reshape(num_tokens, -1)))
         gate, up = self.gate_up(rms_norm(x, *self.post_norm)).split(self.intermediate_size, -1)
         return x.add_(self.down(F.silu(gate) * up))
 
 
-    def _sparse_decode(self, q, q_unrotated, k_cache, v_cache, meta, pools: SparsePools | None) -> torch.Tensor:
+    def _sparse_decode(self, q, q_unrotated, k_cache, v_cache, meta, pools: SparsePools | None,
+                       fetch=None) -> torch.Tensor:
         """One token per sequence. With the layer's pools, reads only what it selects (dense when
         the context is short); without them, the reference reads the whole cache. A probe step (the
         feedback loop's, or every step when the config probes) also measures the exact masses."""
@@ -138,6 +145,7 @@ class LayerStep:
         outs = []
         for i, m in enumerate(metas):
             if self.dense and not self.sparse.remaps(m.context_len):
+                _fetch_context(fetch, m)
                 outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
                 continue
             feedback = m.sparse_budget
@@ -145,13 +153,15 @@ class LayerStep:
             probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index, m.context_len))
             if pools is not None:
                 done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse, budget, probing,
-                                           q_unrotated[i], self.rope)
+                                           q_unrotated[i], self.rope, fetch)
                 if done is None:
+                    _fetch_context(fetch, m)
                     outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
                     self.counter.dense_steps += 1
                     continue
                 out, stats = done
             else:
+                _fetch_context(fetch, m)
                 keys = gather_keys(k_cache, m, m.context_len)
                 values = gather_values(v_cache, m, m.context_len)
                 out, stats = sparse_decode(q[i], keys, values, self.scale, self.probing if probing else self.sparse,
@@ -161,6 +171,13 @@ class LayerStep:
                 feedback.observe(self.index, stats, m.context_len)
             outs.append(out)
         return torch.stack(outs)
+
+
+def _fetch_context(fetch, meta: AttentionMetadata | BatchMetadata) -> None:
+    """Dense attention reads every block of the context (of each sequence)."""
+    if fetch is not None:
+        for m in meta.metas if isinstance(meta, BatchMetadata) else [meta]:
+            fetch(m.block_table[: -(-m.context_len // m.block_size)])
 
 
 class Transformer(nn.Module):
@@ -183,9 +200,10 @@ class Transformer(nn.Module):
     @torch.inference_mode()
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, kv: KVCache, meta: AttentionMetadata,
-        logits_for: torch.Tensor | None = None,
+        logits_for: torch.Tensor | None = None, tier: DeviceTier | None = None,
     ) -> torch.Tensor:
-        """input_ids, positions: [T]. Returns fp32 logits [N, V] for the rows in `logits_for` (default: last)."""
+        """input_ids, positions: [T]. Returns fp32 logits [N, V] for the rows in `logits_for` (default: last);
+        `tier`: the device tier that bounds what of `kv` is resident (engine/kv_tiers.py)."""
         x = self.embed_tokens(input_ids).float()  # [T, d]: the residual stream stays fp32
         cos, sin = self.rotary(positions)
         if self._steps is None:
@@ -195,7 +213,7 @@ class Transformer(nn.Module):
                            for i, layer in enumerate(self.layers)]
         pools = kv.sparse_pools or [None] * len(self._steps)
         for step, k_cache, v_cache, layer_pools in zip(self._steps, kv.k, kv.v, pools):
-            x = step(x, cos, sin, k_cache, v_cache, meta, layer_pools)
+            x = step(x, cos, sin, k_cache, v_cache, meta, layer_pools, tier)
         x = x[-1:] if logits_for is None else x[logits_for]
         return self.lm_head(self.norm(x)).float()
 

@@ -30,6 +30,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from engine.errors import EngineError
+from engine.kv_tiers import TIER_COUNTERS
 from engine.llm_engine import GenerationChunk, LLMEngine
 from engine.sampling import SamplingParams
 
@@ -98,10 +99,19 @@ def create_app(engine: LLMEngine, *, api_key: str | None = None, max_queue: int 
                   "# TYPE zhiyin_peak_batch_size gauge", f"zhiyin_peak_batch_size {engine.scheduler.peak_batch}",
                   "# TYPE zhiyin_decode_tokens_per_second gauge",
                   f"zhiyin_decode_tokens_per_second {metrics.last_decode_tokens_per_s:.2f}",
-                  "# TYPE zhiyin_kv_bytes gauge", f'zhiyin_kv_bytes{{tier="device"}} {engine.kv_resident_bytes}']
+                  "# TYPE zhiyin_kv_bytes gauge"]
+        tiers = engine.kv_tiers()
+        lines += [f'zhiyin_kv_bytes{{tier="{tier}"}} {tiers[f"{tier}_bytes"]}' for tier in ("device", "host", "disk")]
+        if tiers["device_budget"] is not None:  # a bounded device tier: its budget and counters
+            lines += ["# TYPE zhiyin_kv_device_budget_bytes gauge",
+                      f"zhiyin_kv_device_budget_bytes {tiers['device_budget']}"]
+            for name in TIER_COUNTERS:
+                gauges = ("device_peak", "locality", "fetch_ms_per_promotion", "disk_bytes_per_token")
+                kind = "gauge" if name in gauges else "counter"
+                metric = f"zhiyin_kv_{name}" + ("_total" if kind == "counter" else "")
+                lines += [f"# TYPE {metric} {kind}", f"{metric} {tiers[name]}"]
         if engine.persistence is not None:
             disk = engine.persistence.store
-            lines.append(f'zhiyin_kv_bytes{{tier="disk"}} {disk.disk_bytes()}')
             for name in ("hits", "misses", "corrupt", "written", "evicted", "bytes_read", "bytes_written"):
                 lines += [f"# TYPE zhiyin_kv_disk_{name}_total counter",
                           f"zhiyin_kv_disk_{name}_total {getattr(disk.stats, name)}"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.block_manager import BlockManager, KVCacheFullError
+from engine.errors import EngineError
 from engine.sampling import SamplingParams, sample
 from engine.sequence import Sequence
 from engine.text_stream import TextStream
@@ -124,8 +125,11 @@ class Scheduler:
                     self._wake.wait()
             try:
                 self._iterate()
-            except Exception as e:  # a bug: fail every request in flight rather than hang them
-                log.exception("engine step")
+            except Exception as e:  # fail every request in flight rather than hang them
+                if isinstance(e, EngineError):  # the user's to fix (e.g. a lost KV chunk): no traceback
+                    log.warning("engine step: %s", e)
+                else:  # a bug
+                    log.exception("engine step")
                 for request in [*self._running, *([self._admitting] if self._admitting else [])]:
                     self._fail(request, e)
                 self._running, self._admitting = [], None

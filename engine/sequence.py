@@ -13,6 +13,8 @@ class Sequence:
     num_sealed: int = 0  # leading blocks named by a prefix hash
     last_hash: bytes = b""  # hash of the last sealed block: parent of the next
     num_persisted: int = 0  # leading tokens whose chunks the disk tier has (or has queued)
+    num_spilled: int = 0  # leading tokens the device tier may evict: their chunks are on disk
+    spilled_hash: bytes = b""  # the hash chain up to there: the name of the last such chunk
     sparse_budget: object = None  # engine.sparse_budget.SparseBudget when the model decodes sparsely
 
     def __len__(self) -> int:

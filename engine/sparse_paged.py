@@ -95,7 +95,7 @@ class SparsePools:
 def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pools: SparsePools,
                         meta: AttentionMetadata, scale: float, config: SparseConfig,
                         budget_tokens: int | None = None, probe: bool = False,
-                        q_unrotated: torch.Tensor | None = None, rope=None,
+                        q_unrotated: torch.Tensor | None = None, rope=None, fetch=None,
                         ) -> tuple[torch.Tensor, SparseStats] | None:
     """q [H, D] of one sequence's new token (already written, with its pools). None when the context
     is short enough for dense attention (the caller's path). All KV heads at once: every head reads
@@ -105,7 +105,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     Where `config.remaps` the context, the middle is scored at distance `window_tokens`: against the
     unrotated keys, with `q_unrotated` rotated to that position (`rope`); the sinks and the selected
     blocks are then attended in their order, packed just before the window (`packed_shifts`), which
-    keeps its true positions."""
+    keeps its true positions. `fetch(pool_blocks, selected=False)`, where the cache is tiered
+    (engine/kv_tiers.py), is told every block read in the cache dtype before it is read."""
     length, bs = meta.context_len, meta.block_size
     if config.runs_dense(length):
         return None
@@ -139,9 +140,12 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     far = torch.cat([layout.sinks.expand(expand), middle[chosen]], 1)  # [Hkv, Nf + band] logical, best first
     shifts = packed_shifts(far, layout.window_first) * bs if remap else None
     far_hi = far[:, : layout.sink_blocks + high]
+    near_hi = window_hi.expand(expand)
+    if fetch is not None:
+        fetch(table[far_hi[:, layout.sink_blocks :]], selected=True)
+        fetch(table[torch.cat([layout.sinks.expand(expand), near_hi], 1)])
     far_keys = cache_keys(k_cache, table, far_hi, bs, rope, shifts[:, : far_hi.shape[1]] if remap else None)
     parts = [torch.einsum("hgd,hnbd->hgnb", qg, far_keys) * scale]
-    near_hi = window_hi.expand(expand)
     near_keys = k_cache[torch.arange(num_kv_heads)[:, None], table[near_hi]].float()  # [Hkv, Nn, D, bs]
     near_logits = torch.einsum("hgd,hndb->hgnb", qg, near_keys) * scale
     tail = length - (layout.num_blocks - 1) * bs  # tokens in the last block, which the window ends with
@@ -171,6 +175,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
                         captured_lower_bound(bound, chosen, lse, group, bs), budget * bs,
                         captured_estimate(lse, lse_candidates, order[:, :budget]))
     if probe:
+        if fetch is not None:
+            fetch(table[: layout.num_blocks])
         keys = gather_keys(k_cache, meta, length)
         if remap:
             keys = remap_keys(keys, layout.window_first * bs, config.window_tokens, rope)

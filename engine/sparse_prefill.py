@@ -15,14 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.attention import (
-    AttentionMetadata,
-    causal_attention,
-    gather_keys,
-    gather_values,
-    grouped_attention,
-    merge_partials,
-)
+from engine.attention import AttentionMetadata, causal_attention, grouped_attention, merge_partials
 from engine.sparse_attention import SparseConfig, candidate_shares, packed_shifts, quest_bounds
 from engine.sparse_paged import SparsePools, by_block, cache_keys, far_query
 
@@ -31,9 +24,10 @@ SAMPLED_QUERIES = 32  # of a chunk's queries, scored against every middle block
 
 def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    k_cache: torch.Tensor, v_cache: torch.Tensor, pools: SparsePools, meta: AttentionMetadata,
-                   scale: float, config: SparseConfig, rope) -> torch.Tensor:
+                   scale: float, config: SparseConfig, rope, fetch=None) -> torch.Tensor:
     """q [T, H, D] rotated at the chunk's positions, q_unrotated the same before RoPE; k, v [T, Hkv, D]
-    of the chunk (already written, with the pools). Returns [T, H, D] in q's dtype."""
+    of the chunk (already written, with the pools). Returns [T, H, D] in q's dtype. `fetch(pool_blocks)`,
+    where the cache is tiered, is told the blocks read from the cache before they are read."""
     bs = meta.block_size
     start = meta.context_len - q.shape[0]
     sink_blocks = config.sink_tokens // bs
@@ -42,14 +36,19 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
     queries = q.transpose(0, 1)[None]  # [1, H, T, D]
     out, lse = causal_attention(queries, k, v, scale)
     past = window_first * bs
-    if start > past:  # the window before the chunk
-        keys = gather_keys(k_cache, meta, start)[:, past:]
-        values = gather_values(v_cache, meta, start)[:, past:]
+    if start > past:  # the window before the chunk: its blocks only (the context before it may be on disk)
+        window = meta.block_table[window_first : -(-start // bs)]
+        if fetch is not None:
+            fetch(window)
+        keys = k_cache[:, window].transpose(2, 3).flatten(1, 2)[:, : start - past]  # [Hkv, N, D]
+        values = by_block(v_cache, window.expand(k.shape[1], -1), bs)[:, : start - past]
         out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     if past:
         q_far = far_query(q_unrotated, config, rope).to(q.dtype)  # scored as if window_tokens away
         far = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config)
         shifts = packed_shifts(far, window_first) * bs
+        if fetch is not None:
+            fetch(meta.block_table[far])
         keys = cache_keys(k_cache, meta.block_table, far, bs, rope, shifts).flatten(1, 2)  # [Hkv, N, D]
         values = by_block(v_cache, meta.block_table[far], bs)
         out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))

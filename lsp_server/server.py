@@ -363,13 +363,14 @@ def _workspace_relative(server: ZhiyinServer, uri: str) -> str | None:
 
 @SERVER.feature(STATS)
 def stats(server: ZhiyinServer, params: None) -> dict[str, float]:
-    """Counters of the completion pipeline, the engine's KV pool in use, and the model's and the
-    index's state (an editor's status bar shows them)."""
+    """Counters of the completion pipeline, the engine's KV cache (in use, per tier, the disk tier's
+    counters), and the model's and the index's state (an editor's status bar shows them)."""
     engine = server.backends.engine
     kv_mib = round(engine.kv_resident_bytes / 2**20, 1) if engine is not None else 0.0
     persistence = getattr(engine, "persistence", None)  # the disk tier (a remote model has none)
     disk = asdict(persistence.store.stats) if persistence is not None else None
-    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib, "kv_disk": disk,
+    tiers = engine.kv_tiers() if hasattr(engine, "kv_tiers") else None  # bytes per tier, the device tier's counters
+    return {**server.completions.stats.as_dict(), "kv_resident_mib": kv_mib, "kv_disk": disk, "kv_tiers": tiers,
             "model": engine.model_id if engine is not None else None, "model_state": server.backends.engine_state,
             "model_error": server.backends.engine_error, "index_ready": server.backends.index_ready}
 

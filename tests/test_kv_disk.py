@@ -185,10 +185,10 @@ def test_a_dead_writers_temporary_file_is_removed_a_live_ones_kept(tmp_path):
     store = DiskKVStore(tmp_path, "model", torch.bfloat16, 1 << 30)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    (store.folder / f".abc.kv.{dead}.tmp").write_bytes(b"half a chunk")
-    (store.folder / f".def.kv.{os.getpid()}.tmp").write_bytes(b"being written")
+    (store.folder / f".abc.kv.{dead}.1.tmp").write_bytes(b"half a chunk")
+    (store.folder / f".def.kv.{os.getpid()}.1.tmp").write_bytes(b"being written")
     DiskKVStore(tmp_path, "model", torch.bfloat16, 1 << 30)
-    assert [p.name for p in store.folder.glob(".*.tmp")] == [f".def.kv.{os.getpid()}.tmp"]
+    assert [p.name for p in store.folder.glob(".*.tmp")] == [f".def.kv.{os.getpid()}.1.tmp"]
 
 
 def test_two_processes_share_a_folder_without_corrupting_it(tmp_path):

@@ -181,3 +181,15 @@ def test_sparse_attention_reports_what_it_read_in_usage(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_engine_stats_reads_a_running_servers_tiers(server, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "ZHIYIN_LANG": "en"}
+    shown = subprocess.run([sys.executable, "-m", "zhiyin.cli", "engine", "stats", "--url", server],
+                           capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+    device = metrics(server)['zhiyin_kv_bytes{tier="device"}']
+    assert f"Engine at {server}" in shown and "device (full precision)" in shown and device > 0
+    assert re.search(rf"device \(full precision\)\s+{device / 2**20:.1f}\s+-", shown)  # unbounded: no budget
+    nobody = subprocess.run([sys.executable, "-m", "zhiyin.cli", "engine", "stats", "--url", "http://127.0.0.1:9"],
+                            capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+    assert "No engine is serving at http://127.0.0.1:9" in nobody

@@ -451,7 +451,8 @@ class ChatServer:
             "type": "status", "protocol": PROTOCOL, "repository": self._repository_name(),
             "model": self._model_id(), "clients": len(self._clients),
             "engine": {"loaded": engine is not None, "queued": getattr(engine, "queued_requests", 0),
-                       "kvResidentBytes": getattr(engine, "kv_resident_bytes", 0)},
+                       "kvResidentBytes": getattr(engine, "kv_resident_bytes", 0),
+                       "kvTiers": engine.kv_tiers() if hasattr(engine, "kv_tiers") else None},
             "index": {"ready": self.backends.index_ready}, "memory": self.backends.root is not None,
             "editor": self.editor is not None, "work": self.progress()})
 

@@ -12,6 +12,9 @@ kv_cache_mib = 512
 attention = "dense"               # or "sparse", "sparse-fp8": decode attends the blocks that matter
 adapter = "myrepo"                # made by `zhiyin adapt`: the model tuned on this repository
 kv_disk_mib = 4096                # repository context KV kept on disk across restarts (0: off)
+max_context = 262144              # tokens a request may hold (default: the model's trained window; past it
+                                  # sparse attention remaps positions)
+kv_device_mib = 512               # full-precision KV kept in memory; the rest is read back from disk (sparse only)
 [index]
 embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
 [openai]                          # use an OpenAI-compatible server as the model (user config only)
@@ -52,6 +55,8 @@ class EngineSettings:
     attention: str = "dense"  # or "sparse", "sparse-fp8" (engine/sparse_attention.py)
     adapter: str | None = None  # a repository adapter from `zhiyin adapt`: its name or file
     kv_disk_mib: int = 4096  # prompt prefixes' KV kept on disk for the next process (0: off)
+    max_context: int | None = None  # default: the model's trained window
+    kv_device_mib: int | None = None  # the device tier's budget (engine/kv_tiers.py); default: unbounded
 
 
 @dataclass

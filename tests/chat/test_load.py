@@ -60,6 +60,7 @@ async def test_fifty_clients_each_get_their_own_answer_in_turn_and_memory_return
         await ws.send(json.dumps({"type": "status"}))
         status = await receive(ws, "status")
         assert status["engine"]["queued"] == 0 and status["clients"] == 1
+        assert status["engine"]["kvTiers"]["device_bytes"] > 0  # the KV cache per tier, for the panel's status
     trim_heap()
     growth = rss_bytes() - baseline
     print(f"RSS {baseline / 2**20:.0f} MiB -> +{growth / 2**20:.1f} MiB after {CLIENTS} clients")

@@ -46,10 +46,13 @@ def add_parser(verbs, bounded, add_model_arguments) -> None:
     serve.add_argument("--served-model-name", default=None, metavar="NAME",
                        help=_("the model id clients send (default: the model file's)"))
     add_model_arguments(serve)
-    engine_verbs.add_parser(
-        "stats", help=_("Show the KV cache kept on disk: repository contexts saved for the next process."),
-        description=_("Show what the disk tier of the KV cache holds, per model; a running `zhiyin engine serve` "
-                      "reports its live counters at /metrics."))
+    stats = engine_verbs.add_parser(
+        "stats", help=_("Show the KV cache: what the disk keeps for the next process, and a running engine's tiers."),
+        description=_("Show what the disk tier of the KV cache holds, per model, then the live figures of the "
+                      "engine serving at --url: bytes per tier (device, host, disk) and, with a bounded device "
+                      "tier, its promotions, demotions, locality and disk reads."))
+    stats.add_argument("--url", default="http://127.0.0.1:8000",
+                       help=_("a running `zhiyin engine serve` (default: %(default)s)"))
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -64,17 +67,63 @@ def run_stats(args: argparse.Namespace) -> int:
     print(_("KV cache on disk: {folder} (budget {budget} MiB per model{off})").format(
         folder=folder, budget=budget, off=_("; off") if budget <= 0 else ""))
     stored = describe(folder) if folder.is_dir() else []
+    console = Console(soft_wrap=True)
     if not stored:
         print(_("Nothing stored yet: prompts of 256 tokens or more are saved as they are served."))
+    else:
+        table = Table(box=None)
+        for column in (_("model"), _("dtype"), _("chunks"), _("tokens"), _("MiB")):
+            table.add_column(column)
+        for entry in stored:
+            table.add_row(entry.model_id, entry.dtype, str(entry.chunks), f"{entry.chunks * 256:,}",
+                          f"{entry.bytes / 2**20:.1f}")
+        console.print(table)
+    live = live_metrics(args.url)
+    if live is None:
+        print(_("No engine is serving at {url}: its live figures appear while `zhiyin engine serve` runs.").format(
+            url=args.url))
         return 0
+    print(_("Engine at {url}:").format(url=args.url))
     table = Table(box=None)
-    for column in (_("model"), _("dtype"), _("chunks"), _("tokens"), _("MiB")):
-        table.add_column(column)
-    for entry in stored:
-        table.add_row(entry.model_id, entry.dtype, str(entry.chunks), f"{entry.chunks * 256:,}",
-                      f"{entry.bytes / 2**20:.1f}")
-    Console(soft_wrap=True).print(table)
+    table.add_column(_("tier"))
+    table.add_column(_("MiB"), justify="right")
+    table.add_column(_("budget MiB"), justify="right")
+    budget = live.get("zhiyin_kv_device_budget_bytes")
+    for tier, name in (("device", _("device (full precision)")), ("host", _("host (FP8)")), ("disk", _("disk"))):
+        size = live.get(f'zhiyin_kv_bytes{{tier="{tier}"}}', 0.0)
+        limit = f"{budget / 2**20:.1f}" if tier == "device" and budget is not None else "-"
+        table.add_row(name, f"{size / 2**20:.1f}", limit)
+    console.print(table)
+    if budget is not None:
+        counters = [(_("promotions (blocks read back from disk)"), "zhiyin_kv_promotions_total", "{:.0f}"),
+                    (_("demotions (blocks left on disk only)"), "zhiyin_kv_demotions_total", "{:.0f}"),
+                    (_("locality (selected blocks already on the device)"), "zhiyin_kv_locality", "{:.1%}"),
+                    (_("fetch time per block (ms)"), "zhiyin_kv_fetch_ms_per_promotion", "{:.3f}"),
+                    (_("disk bytes read per token"), "zhiyin_kv_disk_bytes_per_token", "{:,.0f}")]
+        for label, metric, shape in counters:
+            print(f"  {label}: {shape.format(live.get(metric, 0.0))}")
     return 0
+
+
+def live_metrics(url: str) -> dict[str, float] | None:
+    """The /metrics of the engine serving at `url` (Prometheus text), or None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/").removesuffix("/v1") + "/metrics", timeout=3) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    metrics = {}
+    for line in text.splitlines():
+        name, _space, value = line.rpartition(" ")
+        if name and not line.startswith("#"):
+            try:
+                metrics[name] = float(value)
+            except ValueError:
+                continue
+    return metrics
 
 
 def run_engine(args: argparse.Namespace) -> int:

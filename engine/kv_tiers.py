@@ -1,0 +1,259 @@
+"""The device tier of the KV cache: a bounded set of blocks in the cache dtype; the rest on disk.
+
+Three tiers (issue 3): device — the blocks a step reads in the cache dtype (on a GPU its memory; on a
+CPU-only machine the resident pages of the paged pool, engine/memory.PageArena); host — what sparse
+decoding scores and reads in FP8 (`SparsePools`: every block's key bounds, FP8 keys and values with
+their scales); disk — 256-token chunks, all layers contiguous, checksummed (engine/kv_disk.py).
+
+The unit of placement is one block of one KV head of one layer (its keys and values), as the sparse
+selection picks them:
+- written: resident, and pinned until its chunk is on disk. A chunk goes to disk (`spill`) once it
+  has left its sequence's window: nothing before the window is read in the cache dtype except what
+  the scorer selects.
+- read: every read in the cache dtype is preceded by `fetch`: a resident unit is a hit; a missing one
+  is promoted (its layer of the chunk read from disk, checked against its digest, copied in).
+- evicted least recently used (demoted) whenever the tier would pass its byte budget: only units on
+  disk, never one the current layer of the current step has asked for. Eviction frees a batch at a
+  time (`SLACK` of the budget), so that its scan runs once every few steps, not once per layer.
+
+Output is identical to an unbounded cache: a promoted unit holds the exact bytes that were evicted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from engine.block_manager import BlockManager, block_hash
+from engine.errors import N_, EngineError
+from engine.kv_cache import KVCache
+from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
+from engine.sequence import Sequence
+
+SLACK = 0.05  # share of the budget an eviction frees beyond what is asked
+TIER_COUNTERS = ("device_peak", "promotions", "demotions", "hits", "misses", "locality", "fetch_ms_per_promotion",
+                 "disk_bytes_read", "disk_bytes_per_token", "spilled_chunks", "over_budget", "tokens")
+
+
+class DeviceTierTooSmallError(EngineError):
+    message = N_("kv_device_mib = {budget} is too small for these attention settings: a step may need "
+                 "{needed} MiB in the cache dtype. Raise kv_device_mib to at least {needed}.")
+
+
+class DiskTierTooSmallError(EngineError):
+    message = N_("kv_disk_mib = {budget} cannot hold a whole context of {tokens} tokens ({needed} MiB), which a "
+                 "bounded device tier keeps on disk. Raise kv_disk_mib to at least {needed}, or lower max_context.")
+
+
+class TieringNeedsSparseError(EngineError):
+    message = N_("kv_device_mib bounds the KV cache read in full precision; it needs sparse attention "
+                 "(attention = \"sparse\" or \"sparse-fp8\") and the disk tier (kv_disk_mib above 0).")
+
+
+class KVChunkLostError(EngineError):
+    message = N_("A block of the KV cache kept on disk is gone or damaged ({path}): another process sharing "
+                 "the cache folder evicted it, or the disk is failing. Raise kv_disk_mib or give this process "
+                 "a cache folder of its own, then send the request again.")
+
+
+@dataclass
+class TierStats:
+    device_bytes: int = 0
+    device_budget: int = 0
+    device_peak: int = 0  # the most the tier held at any point
+    host_bytes: int = 0
+    promotions: int = 0  # units copied in from disk
+    demotions: int = 0  # units handed back (their bytes stay on disk)
+    hits: int = 0  # of the selected blocks a decode step reads in the cache dtype: already resident
+    misses: int = 0  # ... not resident: promoted on the step's critical path
+    fetch_seconds: float = 0.0  # reading, checking and copying promoted units
+    disk_bytes_read: int = 0
+    spilled_chunks: int = 0  # chunks the tier wrote to disk as they left the window
+    over_budget: int = 0  # evictions that found too little to evict (a budget below the working set)
+    tokens: int = 0  # run through the model (prefill and decode)
+
+    @property
+    def locality(self) -> float:
+        """Share of selected blocks already in the device tier when a decode step reads them."""
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "locality": round(self.locality, 4),
+                "disk_bytes_per_token": round(self.disk_bytes_read / self.tokens, 1) if self.tokens else 0.0,
+                "fetch_ms_per_promotion":
+                    round(1000 * self.fetch_seconds / self.promotions, 4) if self.promotions else 0.0}
+
+
+class DeviceTier:
+    def __init__(self, kv: KVCache, store: DiskKVStore, blocks: BlockManager, budget_bytes: int,
+                 window_tokens: int) -> None:
+        self.kv, self.store, self.blocks, self.window_tokens = kv, store, blocks, window_tokens
+        num_layers, num_kv_heads, num_blocks, _, bs = kv.k.shape
+        self.unit_pair_bytes = 2 * kv.unit_bytes  # keys and values
+        self.capacity = budget_bytes // self.unit_pair_bytes  # units
+        self.resident = torch.zeros(num_layers, num_kv_heads, num_blocks, dtype=torch.bool)
+        self.stamp = torch.zeros(num_layers, num_kv_heads, num_blocks, dtype=torch.long)  # (step, layer) of last use
+        self.spilled = torch.zeros(num_blocks, dtype=torch.bool)  # its contents are on disk: evictable
+        self.chunk_of: dict[int, tuple[bytes, int]] = {}  # pool block -> (chunk key, index), while spilled
+        self.count = 0  # resident units
+        self.step = 0
+        self.k_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS, kv.k.shape[3], bs)
+        self.v_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS * bs, kv.k.shape[3])
+        self.stats = TierStats(device_budget=budget_bytes, host_bytes=host_bytes(kv))
+
+    def check(self, units_needed: int) -> None:
+        """Refuses a budget below what one step may have to hold at once."""
+        if units_needed > self.capacity:
+            mib = 1 << 20
+            raise DeviceTierTooSmallError(budget=self.stats.device_budget // mib,
+                                          needed=-(-units_needed * self.unit_pair_bytes // mib))
+
+    def begin_step(self, tokens: int) -> None:
+        self.step += 1
+        self.stats.tokens += tokens
+
+    def _now(self, layer: int) -> int:
+        return self.step * self.kv.k.shape[0] + layer
+
+    def prepare_write(self, layer: int, pool_blocks: torch.Tensor) -> None:
+        """Before a layer writes tokens into `pool_blocks` [T]: they are resident, pinned, used now."""
+        blocks = pool_blocks.unique()
+        self.spilled[blocks] = False  # new contents: not the chunk on disk (a reused block id)
+        self._use(layer, blocks, load=False)
+
+    def fetch(self, layer: int, pool_blocks: torch.Tensor, selected: bool = False) -> None:
+        """Before a layer reads pool blocks in the cache dtype: [Hkv, N] (per head) or [N] (every head).
+        `selected`: the blocks a decode step's scorer chose (counted for locality)."""
+        hits, count = self._use(layer, pool_blocks, load=True)
+        if selected:
+            self.stats.hits += hits
+            self.stats.misses += count - hits
+
+    def _use(self, layer: int, pool_blocks: torch.Tensor, load: bool, stamp: int | None = None) -> tuple[int, int]:
+        """Marks units of `layer` used now (or at `stamp`): pool blocks [Hkv, N] per head, or [N] for every
+        head. Makes the missing ones resident (read from disk when `load`). Returns (how many were
+        resident already, how many were asked for)."""
+        num_kv_heads = self.kv.k.shape[1]
+        if pool_blocks.dim() == 1:
+            pool_blocks = pool_blocks.expand(num_kv_heads, -1)
+        heads = torch.arange(num_kv_heads)[:, None].expand_as(pool_blocks).reshape(-1)
+        blocks = pool_blocks.reshape(-1)
+        now = self._now(layer)
+        self.stamp[layer, heads, blocks] = now if stamp is None else stamp
+        missing = ~self.resident[layer, heads, blocks]
+        num_missing = int(missing.sum())
+        if num_missing:
+            pairs = torch.unique(torch.stack([blocks[missing], heads[missing]], 1), dim=0)
+            self._make_room(pairs.shape[0], now)
+            if load:
+                self._load(layer, pairs[:, 1], pairs[:, 0])
+            self.resident[layer, pairs[:, 1], pairs[:, 0]] = True
+            self.count += pairs.shape[0]
+            self.stats.device_bytes = self.count * self.unit_pair_bytes
+            self.stats.device_peak = max(self.stats.device_peak, self.stats.device_bytes)
+        return heads.numel() - num_missing, heads.numel()
+
+    def _make_room(self, incoming: int, now: int) -> None:
+        over = self.count + incoming - self.capacity
+        if over <= 0:
+            return
+        evictable = self.resident & self.spilled[None, None] & (self.stamp < now)
+        layers, heads, blocks = evictable.nonzero(as_tuple=True)
+        target = min(layers.numel(), over + int(SLACK * self.capacity))
+        if target < over:
+            self.stats.over_budget += 1
+        if not target:
+            return
+        oldest = self.stamp[layers, heads, blocks].topk(target, largest=False).indices
+        layers, heads, blocks = layers[oldest], heads[oldest], blocks[oldest]
+        self.resident[layers, heads, blocks] = False
+        for layer in layers.unique().tolist():
+            mine = layers == layer
+            self.kv.release(layer, heads[mine].tolist(), blocks[mine].tolist())
+        self.count -= target
+        self.stats.demotions += target
+
+    def _load(self, layer: int, heads: torch.Tensor, blocks: torch.Tensor) -> None:
+        """Copies units (heads[i], blocks[i]) of `layer` in from their chunks on disk."""
+        started = time.perf_counter()
+        bs = self.kv.block_size
+        by_chunk: dict[bytes, list[tuple[int, int, int]]] = {}
+        for head, block in zip(heads.tolist(), blocks.tolist()):
+            chunk, index = self.chunk_of[block]  # evicted only while spilled: it has a chunk
+            by_chunk.setdefault(chunk, []).append((head, block, index))
+        for chunk, units in by_chunk.items():
+            loaded = self.store.load_layer(chunk, layer, self.k_shape, self.v_shape)
+            if loaded is None:
+                self._forget_evicted()
+                self.store.written_here.clear()  # what else was damaged is unknown: nothing is trusted
+                raise KVChunkLostError(path=str(self.store.path(chunk)))
+            keys, values = loaded  # [Hkv, 4, D, bs], [Hkv, 4 bs, D]
+            for head, block, index in units:
+                self.kv.k[layer, head, block] = keys[head, index]
+                self.kv.v[layer, head, block * bs : (block + 1) * bs] = values[head, index * bs : (index + 1) * bs]
+            self.stats.disk_bytes_read += (keys.numel() + values.numel()) * keys.element_size()
+        self.stats.promotions += heads.numel()
+        self.stats.fetch_seconds += time.perf_counter() - started
+
+    def _forget_evicted(self) -> None:
+        """A chunk on disk is gone, and others may be: every block not wholly resident loses its name,
+        so that the request sent again recomputes (or restores from disk what is still sound) instead
+        of failing the same way, one chunk at a time."""
+        partial = (self.spilled & ~self.resident.all(0).all(0)).nonzero().flatten().tolist()
+        for block in partial:
+            del self.chunk_of[block]
+            self.blocks.forget(block)
+        self.spilled[partial] = False
+
+    def spill(self, seq: Sequence) -> None:
+        """After a step: writes `seq`'s chunks that have wholly left its window to disk (unless there),
+        which makes their units evictable."""
+        bs = self.kv.block_size
+        chunk_tokens = CHUNK_BLOCKS * bs
+        window_first = (seq.num_computed - self.window_tokens) // bs
+        while (seq.num_spilled + chunk_tokens) // bs <= min(window_first, seq.num_sealed):
+            first = seq.num_spilled // bs
+            pool_blocks = seq.block_ids[first : first + CHUNK_BLOCKS]
+            key = seq.spilled_hash
+            for start in range(seq.num_spilled, seq.num_spilled + chunk_tokens, bs):  # the chain, as blocks are named
+                key = block_hash(key, seq.token_ids[start : start + bs])
+            if key not in self.store.written_here:  # a file from before may be damaged: written again
+                index = torch.tensor(pool_blocks)
+                slots = (index[:, None] * bs + torch.arange(bs)).reshape(-1)
+                self.store.save(key, self.kv.k[:, :, index], self.kv.v[:, :, slots], sync=False, overwrite=True)
+                self.stats.spilled_chunks += 1
+            self._adopt(pool_blocks, key)
+            seq.num_spilled, seq.spilled_hash = seq.num_spilled + chunk_tokens, key
+
+    def _adopt(self, pool_blocks: list[int], chunk: bytes) -> None:
+        """`pool_blocks` hold chunk `chunk` on disk: their units may be evicted. Until the blocks are
+        written again (`prepare_write`), which is the only other way their contents change."""
+        for index, block in enumerate(pool_blocks):
+            self.chunk_of[block] = (chunk, index)
+        self.spilled[pool_blocks] = True
+
+    def restored(self, seq: Sequence, first_block: int, end_block: int, chunk_keys: list[bytes]) -> None:
+        """Blocks [first_block, end_block) of `seq`, up to whole chunks (`chunk_keys`: each chunk's name),
+        are about to be copied in from disk: makes room for them. They count as used before this step:
+        once copied (and their sparse pools rebuilt), they are the first to go when the next batch needs room."""
+        pool_blocks = torch.tensor(seq.block_ids[first_block:end_block])
+        for layer in range(self.kv.k.shape[0]):
+            self._use(layer, pool_blocks, load=False, stamp=self._now(0) - 1)
+        for start in range(first_block // CHUNK_BLOCKS * CHUNK_BLOCKS, end_block, CHUNK_BLOCKS):
+            self._adopt(seq.block_ids[start : start + CHUNK_BLOCKS], chunk_keys[start // CHUNK_BLOCKS])
+        seq.num_spilled, seq.spilled_hash = end_block * self.kv.block_size, chunk_keys[end_block // CHUNK_BLOCKS - 1]
+
+
+def host_bytes(kv: KVCache) -> int:
+    """The host tier: the sparse pools (bounds, FP8 keys and values, scales), sized for the whole pool."""
+    total = 0
+    for pools in kv.sparse_pools or []:
+        if pools is None:
+            continue
+        for keys in (pools.keys, pools.unrotated):
+            if keys is not None:
+                total += sum(t.nbytes for t in (keys.k_min, keys.k_max, keys.k8, keys.k_scale))
+        total += pools.v8.nbytes + pools.v_scale.nbytes
+    return total
