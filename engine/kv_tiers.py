@@ -15,12 +15,19 @@ selection picks them:
 - evicted least recently used (demoted) whenever the tier would pass its byte budget: only units on
   disk, never one the current layer of the current step has asked for. Eviction frees a batch at a
   time (`SLACK` of the budget), so that its scan runs once every few steps, not once per layer.
+- prefetched: a decode step names the blocks ranked just below its best (`prefetch`), which the next
+  steps are likely to promote; a background thread reads them from disk into free room (it never
+  evicts), off the step's critical path. The tier's state is shared with it under one lock; the
+  model reads resident pages outside it (the reader only writes pages that are not resident).
 
 Output is identical to an unbounded cache: a promoted unit holds the exact bytes that were evicted.
 """
 
 from __future__ import annotations
 
+import atexit
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,8 +40,9 @@ from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
 from engine.sequence import Sequence
 
 SLACK = 0.05  # share of the budget an eviction frees beyond what is asked
-TIER_COUNTERS = ("device_peak", "promotions", "demotions", "hits", "misses", "locality", "fetch_ms_per_promotion",
-                 "disk_bytes_read", "disk_bytes_per_token", "spilled_chunks", "over_budget", "tokens")
+TIER_COUNTERS = ("device_peak", "promotions", "demotions", "hits", "misses", "locality", "prefetched", "prefetch_hits",
+                 "fetch_ms_per_promotion", "disk_bytes_read", "disk_bytes_per_token", "spilled_chunks", "over_budget",
+                 "tokens")
 
 
 class DeviceTierTooSmallError(EngineError):
@@ -72,6 +80,8 @@ class TierStats:
     disk_bytes_read: int = 0
     spilled_chunks: int = 0  # chunks the tier wrote to disk as they left the window
     over_budget: int = 0  # evictions that found too little to evict (a budget below the working set)
+    prefetched: int = 0  # units the background reader brought in
+    prefetch_hits: int = 0  # selected units found resident because they were prefetched
     tokens: int = 0  # run through the model (prefill and decode)
 
     @property
@@ -97,8 +107,12 @@ class DeviceTier:
         self.stamp = torch.zeros(num_layers, num_kv_heads, num_blocks, dtype=torch.long)  # (step, layer) of last use
         self.spilled = torch.zeros(num_blocks, dtype=torch.bool)  # its contents are on disk: evictable
         self.chunk_of: dict[int, tuple[bytes, int]] = {}  # pool block -> (chunk key, index), while spilled
+        self.prefetched = torch.zeros_like(self.resident)  # brought in by the reader, not yet used
         self.count = 0  # resident units
         self.step = 0
+        self._lock = threading.Lock()
+        self._requests: queue.Queue = queue.Queue(2 * num_layers)  # (layer, pool blocks) to prefetch
+        self._reader: threading.Thread | None = None
         self.k_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS, kv.k.shape[3], bs)
         self.v_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS * bs, kv.k.shape[3])
         self.stats = TierStats(device_budget=budget_bytes, host_bytes=host_bytes(kv))
@@ -120,26 +134,91 @@ class DeviceTier:
     def prepare_write(self, layer: int, pool_blocks: torch.Tensor) -> None:
         """Before a layer writes tokens into `pool_blocks` [T]: they are resident, pinned, used now."""
         blocks = pool_blocks.unique()
-        self.spilled[blocks] = False  # new contents: not the chunk on disk (a reused block id)
-        self._use(layer, blocks, load=False)
+        with self._lock:
+            self.spilled[blocks] = False  # new contents: not the chunk on disk (a reused block id)
+            self._use(layer, blocks, load=False)
 
     def fetch(self, layer: int, pool_blocks: torch.Tensor, selected: bool = False) -> None:
         """Before a layer reads pool blocks in the cache dtype: [Hkv, N] (per head) or [N] (every head).
         `selected`: the blocks a decode step's scorer chose (counted for locality)."""
-        hits, count = self._use(layer, pool_blocks, load=True)
-        if selected:
-            self.stats.hits += hits
-            self.stats.misses += count - hits
+        with self._lock:
+            if selected:
+                heads, blocks = self._units(pool_blocks)
+                early = self.prefetched[layer, heads, blocks]
+                self.stats.prefetch_hits += int(early.sum())
+                self.prefetched[layer, heads[early], blocks[early]] = False
+            hits, count = self._use(layer, pool_blocks, load=True)
+            if selected:
+                self.stats.hits += hits
+                self.stats.misses += count - hits
+
+    def prefetch(self, layer: int, pool_blocks: torch.Tensor) -> None:
+        """Units of `layer` a later step will likely read ([Hkv, N] per head), for the background reader."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_ahead, name="kv-prefetch", daemon=True)
+            self._reader.start()
+            atexit.register(self._stop_reader)  # not in the middle of a copy when the interpreter goes
+        try:
+            self._requests.put_nowait((layer, pool_blocks.clone()))
+        except queue.Full:  # the reader is behind: these are guesses, drop them
+            pass
+
+    def _stop_reader(self) -> None:
+        while True:
+            try:
+                self._requests.get_nowait()
+            except queue.Empty:
+                break
+        self._requests.put(None)
+        self._reader.join(timeout=10)
+
+    def _read_ahead(self) -> None:
+        while (request := self._requests.get()) is not None:
+            layer, pool_blocks = request
+            with self._lock:
+                heads, blocks = self._units(pool_blocks)
+                wanted = ~self.resident[layer, heads, blocks] & self.spilled[blocks]
+                room = max(0, self.capacity - self.count)
+                by_chunk = self._by_chunk(heads[wanted].tolist()[:room], blocks[wanted].tolist()[:room])
+            for chunk, chunk_units in by_chunk.items():
+                loaded = self.store.load_layer(chunk, layer, self.k_shape, self.v_shape)  # outside the lock
+                if loaded is None:
+                    continue  # a step that needs it will find it lost and say so
+                with self._lock:
+                    for head, block, index in chunk_units:
+                        still = self.spilled[block] and self.chunk_of.get(block) == (chunk, index)
+                        if not still or self.resident[layer, head, block] or self.count >= self.capacity:
+                            continue
+                        self._install(layer, head, block, index, *loaded)
+                        self.resident[layer, head, block] = self.prefetched[layer, head, block] = True
+                        self.stamp[layer, head, block] = self._now(layer) - self.kv.k.shape[0]  # as if used a step ago
+                        self.count += 1
+                        self.stats.prefetched += 1
+                    self.stats.device_bytes = self.count * self.unit_pair_bytes
+                    self.stats.device_peak = max(self.stats.device_peak, self.stats.device_bytes)
+                    self.stats.disk_bytes_read += sum(t.numel() * t.element_size() for t in loaded)
+
+    def _by_chunk(self, heads: list[int], blocks: list[int]) -> dict[bytes, list[tuple[int, int, int]]]:
+        """Units (heads[i], blocks[i]), all spilled, grouped by the chunk that holds them: chunk ->
+        [(head, block, index in the chunk)]."""
+        by_chunk: dict[bytes, list[tuple[int, int, int]]] = {}
+        for head, block in zip(heads, blocks):
+            chunk, index = self.chunk_of[block]
+            by_chunk.setdefault(chunk, []).append((head, block, index))
+        return by_chunk
+
+    def _units(self, pool_blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heads, blocks) flat, of pool blocks [Hkv, N] per head or [N] for every head."""
+        if pool_blocks.dim() == 1:
+            pool_blocks = pool_blocks.expand(self.kv.k.shape[1], -1)
+        heads = torch.arange(pool_blocks.shape[0])[:, None].expand_as(pool_blocks)
+        return heads.reshape(-1), pool_blocks.reshape(-1)
 
     def _use(self, layer: int, pool_blocks: torch.Tensor, load: bool, stamp: int | None = None) -> tuple[int, int]:
         """Marks units of `layer` used now (or at `stamp`): pool blocks [Hkv, N] per head, or [N] for every
         head. Makes the missing ones resident (read from disk when `load`). Returns (how many were
         resident already, how many were asked for)."""
-        num_kv_heads = self.kv.k.shape[1]
-        if pool_blocks.dim() == 1:
-            pool_blocks = pool_blocks.expand(num_kv_heads, -1)
-        heads = torch.arange(num_kv_heads)[:, None].expand_as(pool_blocks).reshape(-1)
-        blocks = pool_blocks.reshape(-1)
+        heads, blocks = self._units(pool_blocks)
         now = self._now(layer)
         self.stamp[layer, heads, blocks] = now if stamp is None else stamp
         missing = ~self.resident[layer, heads, blocks]
@@ -167,45 +246,51 @@ class DeviceTier:
         if not target:
             return
         oldest = self.stamp[layers, heads, blocks].topk(target, largest=False).indices
-        layers, heads, blocks = layers[oldest], heads[oldest], blocks[oldest]
-        self.resident[layers, heads, blocks] = False
+        self._drop(layers[oldest], heads[oldest], blocks[oldest])
+        self.stats.demotions += target
+
+    def _drop(self, layers: torch.Tensor, heads: torch.Tensor, blocks: torch.Tensor) -> None:
+        """Units (layers[i], heads[i], blocks[i]) leave the tier: their pages go back to the OS."""
+        self.resident[layers, heads, blocks] = self.prefetched[layers, heads, blocks] = False
         for layer in layers.unique().tolist():
             mine = layers == layer
             self.kv.release(layer, heads[mine].tolist(), blocks[mine].tolist())
-        self.count -= target
-        self.stats.demotions += target
+        self.count -= layers.numel()
+        self.stats.device_bytes = self.count * self.unit_pair_bytes
 
     def _load(self, layer: int, heads: torch.Tensor, blocks: torch.Tensor) -> None:
         """Copies units (heads[i], blocks[i]) of `layer` in from their chunks on disk."""
         started = time.perf_counter()
-        bs = self.kv.block_size
-        by_chunk: dict[bytes, list[tuple[int, int, int]]] = {}
-        for head, block in zip(heads.tolist(), blocks.tolist()):
-            chunk, index = self.chunk_of[block]  # evicted only while spilled: it has a chunk
-            by_chunk.setdefault(chunk, []).append((head, block, index))
-        for chunk, units in by_chunk.items():
+        for chunk, units in self._by_chunk(heads.tolist(), blocks.tolist()).items():
             loaded = self.store.load_layer(chunk, layer, self.k_shape, self.v_shape)
             if loaded is None:
                 self._forget_evicted()
                 self.store.written_here.clear()  # what else was damaged is unknown: nothing is trusted
                 raise KVChunkLostError(path=str(self.store.path(chunk)))
-            keys, values = loaded  # [Hkv, 4, D, bs], [Hkv, 4 bs, D]
             for head, block, index in units:
-                self.kv.k[layer, head, block] = keys[head, index]
-                self.kv.v[layer, head, block * bs : (block + 1) * bs] = values[head, index * bs : (index + 1) * bs]
-            self.stats.disk_bytes_read += (keys.numel() + values.numel()) * keys.element_size()
+                self._install(layer, head, block, index, *loaded)
+            self.stats.disk_bytes_read += sum(t.numel() * t.element_size() for t in loaded)
         self.stats.promotions += heads.numel()
         self.stats.fetch_seconds += time.perf_counter() - started
+
+    def _install(self, layer: int, head: int, block: int, index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Copies unit (head, block index `index` of a chunk's layer: keys [Hkv, 4, D, bs], values
+        [Hkv, 4 bs, D]) into pool block `block`."""
+        bs = self.kv.block_size
+        self.kv.k[layer, head, block] = keys[head, index]
+        self.kv.v[layer, head, block * bs : (block + 1) * bs] = values[head, index * bs : (index + 1) * bs]
 
     def _forget_evicted(self) -> None:
         """A chunk on disk is gone, and others may be: every block not wholly resident loses its name,
         so that the request sent again recomputes (or restores from disk what is still sound) instead
         of failing the same way, one chunk at a time."""
-        partial = (self.spilled & ~self.resident.all(0).all(0)).nonzero().flatten().tolist()
-        for block in partial:
+        partial = (self.spilled & ~self.resident.all(0).all(0)).nonzero().flatten()
+        for block in partial.tolist():
             del self.chunk_of[block]
             self.blocks.forget(block)
         self.spilled[partial] = False
+        layers, heads, blocks = self.resident[:, :, partial].nonzero(as_tuple=True)  # else pinned for good
+        self._drop(layers, heads, partial[blocks])
 
     def spill(self, seq: Sequence) -> None:
         """After a step: writes `seq`'s chunks that have wholly left its window to disk (unless there),
@@ -230,17 +315,19 @@ class DeviceTier:
     def _adopt(self, pool_blocks: list[int], chunk: bytes) -> None:
         """`pool_blocks` hold chunk `chunk` on disk: their units may be evicted. Until the blocks are
         written again (`prepare_write`), which is the only other way their contents change."""
-        for index, block in enumerate(pool_blocks):
-            self.chunk_of[block] = (chunk, index)
-        self.spilled[pool_blocks] = True
+        with self._lock:
+            for index, block in enumerate(pool_blocks):
+                self.chunk_of[block] = (chunk, index)
+            self.spilled[pool_blocks] = True
 
     def restored(self, seq: Sequence, first_block: int, end_block: int, chunk_keys: list[bytes]) -> None:
         """Blocks [first_block, end_block) of `seq`, up to whole chunks (`chunk_keys`: each chunk's name),
         are about to be copied in from disk: makes room for them. They count as used before this step:
         once copied (and their sparse pools rebuilt), they are the first to go when the next batch needs room."""
         pool_blocks = torch.tensor(seq.block_ids[first_block:end_block])
-        for layer in range(self.kv.k.shape[0]):
-            self._use(layer, pool_blocks, load=False, stamp=self._now(0) - 1)
+        with self._lock:
+            for layer in range(self.kv.k.shape[0]):
+                self._use(layer, pool_blocks, load=False, stamp=self._now(0) - 1)
         for start in range(first_block // CHUNK_BLOCKS * CHUNK_BLOCKS, end_block, CHUNK_BLOCKS):
             self._adopt(seq.block_ids[start : start + CHUNK_BLOCKS], chunk_keys[start // CHUNK_BLOCKS])
         seq.num_spilled, seq.spilled_hash = end_block * self.kv.block_size, chunk_keys[end_block // CHUNK_BLOCKS - 1]

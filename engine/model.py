@@ -118,13 +118,14 @@ class LayerStep:
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)  # [T, H, D], [T, Hkv, D]
         v = qkv[:, num_qk:]  # [T, Hkv, D]
         fetch = functools.partial(tier.fetch, self.index) if tier is not None else None
+        prefetch = functools.partial(tier.prefetch, self.index) if tier is not None else None
         if tier is not None:
             tier.prepare_write(self.index, meta.slot_blocks)
         write_kv(k_cache, v_cache, k, v, meta)
         if pools is not None:
             pools.write(k, v, meta, cos, sin)
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
-            out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools, fetch)
+            out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools, fetch, prefetch)
         elif self.sparse is not None and pools is not None and self.sparse.remaps(meta.context_len):
             out = sparse_prefill(q, qkv[:, : self.num_heads], k, v, k_cache, v_cache, pools, meta, self.scale,
                                  self.sparse, self.rope, fetch)
@@ -137,7 +138,7 @@ class LayerStep:
 
 
     def _sparse_decode(self, q, q_unrotated, k_cache, v_cache, meta, pools: SparsePools | None,
-                       fetch=None) -> torch.Tensor:
+                       fetch=None, prefetch=None) -> torch.Tensor:
         """One token per sequence. With the layer's pools, reads only what it selects (dense when
         the context is short); without them, the reference reads the whole cache. A probe step (the
         feedback loop's, or every step when the config probes) also measures the exact masses."""
@@ -153,7 +154,7 @@ class LayerStep:
             probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index, m.context_len))
             if pools is not None:
                 done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse, budget, probing,
-                                           q_unrotated[i], self.rope, fetch)
+                                           q_unrotated[i], self.rope, fetch, prefetch)
                 if done is None:
                     _fetch_context(fetch, m)
                     outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])

@@ -95,7 +95,7 @@ class SparsePools:
 def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pools: SparsePools,
                         meta: AttentionMetadata, scale: float, config: SparseConfig,
                         budget_tokens: int | None = None, probe: bool = False,
-                        q_unrotated: torch.Tensor | None = None, rope=None, fetch=None,
+                        q_unrotated: torch.Tensor | None = None, rope=None, fetch=None, prefetch=None,
                         ) -> tuple[torch.Tensor, SparseStats] | None:
     """q [H, D] of one sequence's new token (already written, with its pools). None when the context
     is short enough for dense attention (the caller's path). All KV heads at once: every head reads
@@ -105,8 +105,9 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     Where `config.remaps` the context, the middle is scored at distance `window_tokens`: against the
     unrotated keys, with `q_unrotated` rotated to that position (`rope`); the sinks and the selected
     blocks are then attended in their order, packed just before the window (`packed_shifts`), which
-    keeps its true positions. `fetch(pool_blocks, selected=False)`, where the cache is tiered
-    (engine/kv_tiers.py), is told every block read in the cache dtype before it is read."""
+    keeps its true positions. Where the cache is tiered (engine/kv_tiers.py), `fetch(pool_blocks,
+    selected=False)` is told every block read in the cache dtype before it is read, and `prefetch`
+    the selected blocks ranked just below those: the likeliest to be read so by the next steps."""
     length, bs = meta.context_len, meta.block_size
     if config.runs_dense(length):
         return None
@@ -144,6 +145,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     if fetch is not None:
         fetch(table[far_hi[:, layout.sink_blocks :]], selected=True)
         fetch(table[torch.cat([layout.sinks.expand(expand), near_hi], 1)])
+    if prefetch is not None and high:
+        prefetch(table[middle[chosen[:, high : 2 * high]]])
     far_keys = cache_keys(k_cache, table, far_hi, bs, rope, shifts[:, : far_hi.shape[1]] if remap else None)
     parts = [torch.einsum("hgd,hnbd->hgnb", qg, far_keys) * scale]
     near_keys = k_cache[torch.arange(num_kv_heads)[:, None], table[near_hi]].float()  # [Hkv, Nn, D, bs]

@@ -49,6 +49,7 @@ def test_a_bounded_device_tier_gives_the_tokens_of_an_unbounded_cache(default_mo
     assert stats.device_peak <= BUDGET_MIB << 20 < bounded.blocks.high_water * 90 * bounded.kv.unit_bytes * 2
     assert stats.demotions > 0 and stats.promotions > 0 and stats.over_budget == 0
     assert stats.hits + stats.misses > 0  # decode steps read selected blocks in the cache dtype
+    assert stats.prefetched > 0 and stats.prefetch_hits <= stats.hits  # the reader brought the next-best in
     assert stats.disk_bytes_read > 0 and bounded.persistence.store.stats.corrupt == 0
 
     # Evicted blocks were handed back to the OS: their pages read as zeros until promoted again.
