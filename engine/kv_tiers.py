@@ -38,6 +38,7 @@ from engine.errors import N_, EngineError
 from engine.kv_cache import KVCache
 from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
 from engine.sequence import Sequence
+from engine.sparse_attention import SparseConfig
 
 SLACK = 0.05  # share of the budget an eviction frees beyond what is asked
 TIER_COUNTERS = ("device_peak", "promotions", "demotions", "hits", "misses", "locality", "prefetched", "prefetch_hits",
@@ -117,8 +118,16 @@ class DeviceTier:
         self.v_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS * bs, kv.k.shape[3])
         self.stats = TierStats(device_budget=budget_bytes, host_bytes=host_bytes(kv))
 
-    def check(self, units_needed: int) -> None:
-        """Refuses a budget below what one step may have to hold at once."""
+    def check(self, sparse: SparseConfig, max_context: int, prefill_chunk: int) -> None:
+        """Refuses a budget below what one step of a sequence may hold at once: its sinks, window and
+        unwritten chunks in every layer, plus one layer's widest read (dense attention up to the
+        remapping point, or the window and the largest budget)."""
+        num_layers, num_kv_heads = self.kv.k.shape[:2]
+        bs, chunk = self.kv.block_size, -(-prefill_chunk // self.kv.block_size)
+        dense_span = min(max_context, sparse.remap_beyond or max_context)
+        widest = max(dense_span, sparse.sink_tokens + sparse.window_tokens + sparse.max_budget_tokens) // bs + chunk + 1
+        pinned = (sparse.sink_tokens + sparse.window_tokens) // bs + chunk + 2 * CHUNK_BLOCKS + 1
+        units_needed = num_kv_heads * (num_layers * pinned + widest)
         if units_needed > self.capacity:
             mib = 1 << 20
             raise DeviceTierTooSmallError(budget=self.stats.device_budget // mib,
@@ -304,7 +313,9 @@ class DeviceTier:
             key = seq.spilled_hash
             for start in range(seq.num_spilled, seq.num_spilled + chunk_tokens, bs):  # the chain, as blocks are named
                 key = block_hash(key, seq.token_ids[start : start + bs])
-            if key not in self.store.written_here:  # a file from before may be damaged: written again
+            on_disk = all(self.chunk_of.get(b) == (key, i) for i, b in enumerate(pool_blocks)) \
+                and bool(self.spilled[pool_blocks].all())  # blocks shared with a sequence that spilled them
+            if not on_disk and key not in self.store.written_here:  # an older file may be damaged: rewritten
                 index = torch.tensor(pool_blocks)
                 slots = (index[:, None] * bs + torch.arange(bs)).reshape(-1)
                 self.store.save(key, self.kv.k[:, :, index], self.kv.v[:, :, slots], sync=False, overwrite=True)

@@ -14,7 +14,7 @@ from engine.block_manager import BlockManager
 from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
 from engine.kv_cache import KVCache
-from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
+from engine.kv_disk import DiskKVStore
 from engine.kv_persist import KVPersistence
 from engine.kv_tiers import TIER_COUNTERS, DeviceTier, DiskTierTooSmallError, TieringNeedsSparseError, host_bytes
 from engine.model import Transformer, required_tensor_names
@@ -109,20 +109,13 @@ class LLMEngine:
                                    persist=persistence.persist if persistence else None)
 
     def _device_tier(self) -> DeviceTier:
-        """A bounded device tier, checked to hold what one step may read at once: every sequence's sinks,
-        window and unwritten chunks in every layer, plus one layer's widest read (dense attention up to
-        the remapping point, or the window and the largest budget)."""
+        """A bounded device tier; refused when it cannot hold one step's reads, or the disk one context."""
         sparse = self.model.sparse
         if sparse is None or self.persistence is None:
             raise TieringNeedsSparseError()
         tier = DeviceTier(self.kv, self.persistence.store, self.blocks, self.options.kv_device_mib << 20,
                           sparse.window_tokens)
-        bs, chunk = self.kv.block_size, -(-self.options.prefill_chunk // self.kv.block_size)
-        dense_span = min(self.max_context, sparse.remap_beyond or self.max_context)
-        widest = max(dense_span, sparse.sink_tokens + sparse.window_tokens + sparse.max_budget_tokens) // bs + chunk + 1
-        pinned = (sparse.sink_tokens + sparse.window_tokens) // bs + chunk + 2 * CHUNK_BLOCKS + 1
-        layers, heads = self.config.num_layers, self.config.num_kv_heads
-        tier.check(heads * (layers * pinned + widest))
+        tier.check(sparse, self.max_context, self.options.prefill_chunk)
         context_bytes = self.max_context * KVCache.bytes_per_token(self.config, self.kv.k.dtype)
         if self.options.kv_disk_mib << 20 < context_bytes:  # the disk tier must not evict what it alone holds
             raise DiskTierTooSmallError(budget=self.options.kv_disk_mib, needed=-(-context_bytes >> 20),
