@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install browser llama-server extension run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-adapt bench-kv bench-baselines catalogs clean
+.PHONY: install browser llama-server extension run test test-fast bench bench-index bench-embed bench-lsp bench-engram bench-review bench-chat bench-serve bench-adapt bench-kv bench-tiers bench-baselines catalogs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,9 @@ bench-adapt: install
 
 bench-kv: install
 	$(PY) bench/kv_bench.py
+
+bench-tiers: install
+	$(PY) bench/kv_bench.py --tiers
 
 bench-serve: install bench-baselines
 	$(PY) bench/serve_bench.py

@@ -98,8 +98,9 @@ async def test_stats_name_the_model_and_the_index(client) -> None:
     assert "SmolLM2" in stats.model and stats.index_ready is True
     assert stats.model_state == "ready" and stats.model_error is None
     assert stats.kv_disk.corrupt == 0 and stats.kv_disk.bytes_read >= 0  # the disk tier is on by default
-    assert stats.kv_tiers.device_bytes > 0 and stats.kv_tiers.device_budget is None  # unbounded by default
-    assert stats.kv_tiers.disk_bytes >= 0 and stats.kv_tiers.host_bytes == 0  # dense attention: no FP8 pools
+    tiers = stats.kv_tiers  # bytes per tier: the device tier is what the pool holds, unbounded by default
+    assert round(tiers.device_bytes / 2**20, 1) == stats.kv_resident_mib and tiers.device_budget is None
+    assert tiers.host_bytes == 0 and tiers.disk_bytes >= 0  # dense attention keeps no FP8 pools
 
 
 async def test_a_model_that_cannot_load_is_reported_in_the_stats(tmp_path: Path) -> None:
