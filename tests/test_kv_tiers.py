@@ -7,6 +7,8 @@ prompt's KV, so that blocks are evicted, read back, and output must still match 
 
 import argparse
 import inspect
+import textwrap
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -123,3 +125,25 @@ def test_one_layer_of_a_chunk_is_read_and_checked_alone(tmp_path):
     assert store.load_layer(chunk, 0, k_shape, v_shape) is not None  # its own digest still holds
     assert store.load_layer(chunk, 2, k_shape, v_shape) is None and not path.exists()
     assert store.stats.corrupt == 1
+
+
+@pytest.mark.slow
+def test_requests_decoded_together_under_a_bound_get_the_tokens_they_get_alone(default_model, tmp_path):
+    """fp32, as the batching test: a batch's matmuls are then exact per row."""
+    prompts = [PROMPT, Path(inspect.getfile(textwrap)).read_text(encoding="utf-8")[:11000]]
+    alone = engine(default_model, tmp_path / "alone", None, dtype="fp32")
+    expected = [generate(alone, p) for p in prompts]
+    bounded = engine(default_model, tmp_path / "bounded", 140, dtype="fp32")  # ~245 MiB of KV for both
+    texts: list[str] = [""] * len(prompts)
+
+    def one(i: int) -> None:
+        texts[i] = generate(bounded, prompts[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert texts == expected
+    assert bounded.scheduler.peak_batch == 2 and bounded.tier.stats.demotions > 0
+    assert bounded.tier.stats.device_peak <= 140 << 20 and bounded.tier.stats.over_budget == 0
