@@ -7,6 +7,7 @@ prompt's KV, so that blocks are evicted, read back, and output must still match 
 
 import argparse
 import inspect
+import shutil
 import textwrap
 import threading
 from dataclasses import replace
@@ -24,11 +25,12 @@ SPARSE = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budg
 PROMPT = Path(inspect.getfile(argparse)).read_text(encoding="utf-8")[:12000]  # real code, ~2.8k tokens
 PARAMS = SamplingParams(max_tokens=24, ignore_eos=True)
 BUDGET_MIB = 40  # the prompt's KV is ~63 MiB; one step may need ~32
+# Engines live as long as the test process (their scheduler threads hold them): few of them, small pools.
 
 
 def engine(default_model, folder: Path, device_mib: int | None, **options) -> LLMEngine:
     loaded = LLMEngine.load(default_model, EngineOptions(
-        attention="sparse-fp8", sparse=SPARSE, max_context=8192 + 64, kv_cache_mib=256, prefill_chunk=256,
+        attention="sparse-fp8", sparse=SPARSE, max_context=8192 + 64, kv_cache_mib=64, prefill_chunk=256,
         kv_disk_dir=folder, kv_device_mib=device_mib, **options))
     loaded.model.sparse = replace(loaded.model.sparse, remap_beyond=512)  # read by the first forward
     return loaded
@@ -39,8 +41,18 @@ def generate(e: LLMEngine, prompt: str = PROMPT) -> str:
 
 
 @pytest.fixture(scope="module")
-def unbounded(default_model, tmp_path_factory) -> str:
-    return generate(engine(default_model, tmp_path_factory.mktemp("unbounded"), None))
+def unbounded_run(default_model, tmp_path_factory) -> tuple[str, Path]:
+    """The prompt's tokens from an unbounded cache, and the folder its chunks were written to."""
+    folder = tmp_path_factory.mktemp("unbounded")
+    reference = engine(default_model, folder, None)
+    text = generate(reference)
+    reference.persistence.flush()
+    return text, folder
+
+
+@pytest.fixture
+def unbounded(unbounded_run) -> str:
+    return unbounded_run[0]
 
 
 @pytest.mark.slow
@@ -65,8 +77,10 @@ def test_a_bounded_device_tier_gives_the_tokens_of_an_unbounded_cache(default_mo
 
 
 @pytest.mark.slow
-def test_a_new_process_restores_its_context_within_the_budget(default_model, tmp_path, unbounded):
-    generate(engine(default_model, tmp_path, None))
+def test_a_new_process_restores_its_context_within_the_budget(default_model, tmp_path, unbounded_run):
+    unbounded, written = unbounded_run
+    shutil.copytree(written, tmp_path, dirs_exist_ok=True)
+    chunks_before = {path.name: path.read_bytes() for path in tmp_path.glob("*/*.kv")}
     restoring = engine(default_model, tmp_path, BUDGET_MIB)
     chunks = list(restoring.generate(PROMPT, PARAMS))
     assert "".join(c.text for c in chunks) == unbounded
@@ -74,7 +88,9 @@ def test_a_new_process_restores_its_context_within_the_budget(default_model, tmp
     assert restoring.tier.stats.device_peak <= BUDGET_MIB << 20 and restoring.tier.stats.demotions > 0
     # Served again from the blocks it restored (most now on disk only): the chunks stay as they were.
     assert generate(restoring) == unbounded
-    assert generate(engine(default_model, tmp_path, BUDGET_MIB)) == unbounded
+    restoring.persistence.flush()
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("*/*.kv") if path.name in chunks_before} \
+        == chunks_before
 
 
 @pytest.mark.slow
@@ -131,9 +147,8 @@ def test_one_layer_of_a_chunk_is_read_and_checked_alone(tmp_path):
 def test_requests_decoded_together_under_a_bound_get_the_tokens_they_get_alone(default_model, tmp_path):
     """fp32, as the batching test: a batch's matmuls are then exact per row."""
     prompts = [PROMPT, Path(inspect.getfile(textwrap)).read_text(encoding="utf-8")[:11000]]
-    alone = engine(default_model, tmp_path / "alone", None, dtype="fp32")
-    expected = [generate(alone, p) for p in prompts]
-    bounded = engine(default_model, tmp_path / "bounded", 140, dtype="fp32")  # ~245 MiB of KV for both
+    bounded = engine(default_model, tmp_path, 140, dtype="fp32")  # ~245 MiB of KV for both
+    expected = [generate(bounded, p) for p in prompts]  # one at a time (bounded = unbounded: tested above)
     texts: list[str] = [""] * len(prompts)
 
     def one(i: int) -> None:
