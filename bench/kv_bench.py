@@ -49,7 +49,8 @@ import corpora  # noqa: E402
 from bench.machine import machine  # noqa: E402
 
 TARGETS = {"reuse_ttft_speedup": [">=", 10.0]}
-TIER_TARGETS = {"device_peak_within_budget": True, "same_tokens": True, "locality": [">=", 0.6]}
+TIER_TARGETS = {"device_peak_within_budget": True, "host_peak_within_budget": True, "same_tokens": True,
+                "locality": [">=", 0.6], "peak_rss_le_12_gib (1M)": True, "decode_le_3x_short (1M, vs 8k)": True}
 QUESTIONS = ("\n# Question: which function above parses a date string?\n# Answer:",
              "\n# Question: where are command-line options defined above?\n# Answer:")
 
@@ -116,7 +117,7 @@ def long_source(tokens: int) -> str:
 
 
 def tier_worker(prompt_file: str, cache: str, threads: int, max_context: int, device_mib: int | None,
-                max_tokens: int) -> None:
+                host_mib: int | None, max_tokens: int) -> None:
     """One process: prompt ids from `prompt_file` (JSON), greedy decode, tier figures sampled meanwhile."""
     import threading
     import time
@@ -128,10 +129,11 @@ def tier_worker(prompt_file: str, cache: str, threads: int, max_context: int, de
 
     torch.set_num_threads(threads)
     options = EngineOptions(attention="sparse-fp8", max_context=max_context, kv_cache_mib=256, num_threads=threads,
-                            kv_disk_dir=Path(cache), kv_disk_mib=1 << 20, kv_device_mib=device_mib)
+                            kv_disk_dir=Path(cache), kv_disk_mib=1 << 20, kv_device_mib=device_mib,
+                            kv_host_mib=host_mib)
     engine = LLMEngine.load(default_model_path(), options)
     ids = json.loads(Path(prompt_file).read_text())
-    peaks = {"device_bytes": 0, "rss_bytes": 0, "samples": 0}
+    peaks = {"device_bytes": 0, "host_bytes": 0, "rss_bytes": 0, "samples": 0}
     done = threading.Event()
 
     def sample() -> None:
@@ -139,6 +141,8 @@ def tier_worker(prompt_file: str, cache: str, threads: int, max_context: int, de
         while not done.wait(0.02):
             if engine.tier is not None:
                 peaks["device_bytes"] = max(peaks["device_bytes"], engine.tier.stats.device_bytes)
+            if engine.host is not None:
+                peaks["host_bytes"] = max(peaks["host_bytes"], engine.host.stats.host_bytes)
             with open("/proc/self/statm") as f:
                 peaks["rss_bytes"] = max(peaks["rss_bytes"], int(f.read().split()[1]) * page)
             peaks["samples"] += 1
@@ -155,12 +159,13 @@ def tier_worker(prompt_file: str, cache: str, threads: int, max_context: int, de
     sampler.join()
     stats = chunk.stats
     decode_steps = [b - a for a, b in zip(stamps, stamps[1:])]
-    tier = engine.tier.stats.as_dict() if engine.tier is not None else None
+    tiers = engine.kv_tiers()
     print(json.dumps({
         "text": "".join(text), "token_ids": stats.num_prompt_tokens, "wall_s": time.perf_counter() - started,
         "ttft_s": stats.time_to_first_token_s, "disk_tokens": stats.num_disk_tokens,
         "decode_s_per_token_median": statistics.median(decode_steps) if decode_steps else None,
-        "sampled": peaks, "tier": tier, "host_bytes": engine.tier.stats.host_bytes if engine.tier else None,
+        "sampled": peaks, "tier": engine.tier.stats.as_dict() if engine.tier is not None else None,
+        "host": engine.host.stats.as_dict() if engine.host is not None else None, "host_bytes": tiers["host_bytes"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
 
 
@@ -175,47 +180,69 @@ def run_tiers(args: argparse.Namespace) -> None:
     ids = checkpoint.tokenizer.encode(long_source(args.tokens))[: args.tokens]
     kv_bytes = KVCache.bytes_per_token(checkpoint.config, torch.bfloat16) * len(ids)
     device_mib = max(1, kv_bytes // args.device_fraction >> 20)
+    host = ["--host-mib", str(args.host_mib)] if args.host_mib else []
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
-        prompt = Path(tmp) / "ids.json"
-        prompt.write_text(json.dumps(ids))
-        common = [sys.executable, __file__, "--tier-worker", str(prompt), "--cache", str(Path(tmp) / "kv"),
-                  "--threads", str(args.threads), "--max-context", str(len(ids) + 1024),
-                  "--max-tokens", str(args.max_tokens)]
+        prompts = {}
+        for name, count in (("long", len(ids)), ("short", args.short_tokens)):
+            prompts[name] = Path(tmp) / f"{name}.json"
+            prompts[name].write_text(json.dumps(ids[:count]))
+        common = ["--threads", str(args.threads), "--max-context", str(len(ids) + 1024), "--max-tokens",
+                  str(args.max_tokens)]
+        plan = [("bounded", "long", "kv", ["--device-mib", str(device_mib), *host]),
+                ("short", "short", "kv-short", ["--device-mib", str(device_mib), *host])]
+        if args.unbounded:  # restores the bounded run's chunks
+            plan.append(("unbounded", "long", "kv", []))
         runs = {}
-        for name, extra in (("bounded", ["--device-mib", str(device_mib)]), ("unbounded", [])):
-            done = subprocess.run(common + extra, capture_output=True, text=True, cwd=ROOT, check=False)
+        for name, prompt, cache, extra in plan:
+            command = [sys.executable, __file__, "--tier-worker", str(prompts[prompt]), "--cache", str(Path(tmp) / cache)]
+            done = subprocess.run(command + common + extra, capture_output=True, text=True, cwd=ROOT, check=False)
             if done.returncode != 0:
                 sys.exit(f"{name} run failed:\n{done.stderr[-4000:]}")
             runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(name, json.dumps(runs[name])[:2000], file=sys.stderr, flush=True)
-    bounded, unbounded = runs["bounded"], runs["unbounded"]
-    tier = bounded["tier"]
+    bounded, short, unbounded = runs["bounded"], runs["short"], runs.get("unbounded")
+    tier, host_tier = bounded["tier"], bounded["host"]
+    decode_ms = {name: 1000 * run["decode_s_per_token_median"] for name, run in runs.items()}
     figures = {
         "context_tokens": len(ids), "kv_bytes_bf16": kv_bytes,
         "device_budget_bytes": tier["device_budget"], "device_peak_bytes": tier["device_peak"],
         "device_sampled_max_bytes": bounded["sampled"]["device_bytes"], "samples": bounded["sampled"]["samples"],
         "host_bytes": bounded["host_bytes"],
-        "same_tokens": bounded["text"] == unbounded["text"],
+        "host_budget_bytes": host_tier["host_budget"] if host_tier else None,
+        "host_peak_bytes": host_tier["host_peak"] if host_tier else None,
+        "host_sampled_max_bytes": bounded["sampled"]["host_bytes"] if host_tier else None,
+        "host_promotions": host_tier["host_promotions"] if host_tier else None,
+        "host_bytes_written": host_tier["host_bytes_written"] if host_tier else None,
+        "same_tokens": bounded["text"] == unbounded["text"] if unbounded else None,
         "locality": tier["locality"], "promotions": tier["promotions"], "demotions": tier["demotions"],
         "fetch_ms_per_promotion": 1000 * tier["fetch_seconds"] / max(1, tier["promotions"]),
         "disk_bytes_read": tier["disk_bytes_read"], "spilled_chunks": tier["spilled_chunks"],
         "over_budget": tier["over_budget"],
-        "decode_ms_per_token": {"bounded": 1000 * bounded["decode_s_per_token_median"],
-                                "unbounded": 1000 * unbounded["decode_s_per_token_median"]},
-        "wall_s": {"bounded": bounded["wall_s"], "unbounded": unbounded["wall_s"]},
-        "peak_rss_mib": {"bounded": bounded["peak_rss_mib"], "unbounded": unbounded["peak_rss_mib"]},
-        "unbounded_restored_tokens": unbounded["disk_tokens"],
-        "text": {"bounded": bounded["text"], "unbounded": unbounded["text"]},
+        "decode_ms_per_token": decode_ms,
+        "decode_ratio_to_short": decode_ms["bounded"] / decode_ms["short"],
+        "short_tokens": short["token_ids"],
+        "ttft_s": {name: run["ttft_s"] for name, run in runs.items()},
+        "wall_s": {name: run["wall_s"] for name, run in runs.items()},
+        "peak_rss_mib": {name: run["peak_rss_mib"] for name, run in runs.items()},
+        "unbounded_restored_tokens": unbounded["disk_tokens"] if unbounded else None,
+        "text": {name: run["text"] for name, run in runs.items()},
     }
+    met = {"device_peak_within_budget": tier["device_peak"] <= tier["device_budget"],
+           "locality": tier["locality"] >= 0.6}
+    if host_tier:
+        met["host_peak_within_budget"] = host_tier["host_peak"] <= host_tier["host_budget"]
+    if unbounded:
+        met["same_tokens"] = figures["same_tokens"]
+    if len(ids) >= 1 << 20:
+        met["peak_rss_le_12_gib"] = bounded["peak_rss_mib"] <= 12 * 1024
+        met["decode_le_3x_short"] = figures["decode_ratio_to_short"] <= 3.0
     print(json.dumps({
         "bench": "kv-tiers", "machine": machine(),
         "config": {"model": "SmolLM2-135M-Instruct Q4_1 (bf16)", "attention": "sparse-fp8", "tokens": len(ids),
                    "threads": args.threads, "max_tokens": args.max_tokens,
-                   "device_budget": f"1/{args.device_fraction} of the KV"},
-        "figures": figures, "baselines": {"unbounded_decode_ms_per_token": figures["decode_ms_per_token"]["unbounded"]},
-        "targets": TIER_TARGETS,
-        "met": {"device_peak_within_budget": tier["device_peak"] <= tier["device_budget"],
-                "same_tokens": figures["same_tokens"], "locality": tier["locality"] >= 0.6},
+                   "device_budget": f"1/{args.device_fraction} of the KV", "host_budget_mib": args.host_mib},
+        "figures": figures, "baselines": {"decode_ms_per_token": decode_ms},
+        "targets": TIER_TARGETS, "met": met,
     }, ensure_ascii=False))
 
 
@@ -240,6 +267,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="with --tiers: tokens decoded")
     parser.add_argument("--device-fraction", type=int, default=32,
                         help="with --tiers: the device budget is the context's KV over this (default: %(default)s)")
+    parser.add_argument("--host-mib", type=int, default=None,
+                        help="with --tiers: the host tier's budget (bounds and scales, and FP8 codes); default: unbounded")
+    parser.add_argument("--short-tokens", type=int, default=8192,
+                        help="with --tiers: decode is also timed on this long a prefix (default: %(default)s)")
+    parser.add_argument("--unbounded", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --tiers: also run without budgets and compare tokens (too big at 1M on 24 GiB)")
     parser.add_argument("--scratch", default=None, help="with --tiers: folder for the chunks (default: $TMPDIR)")
     parser.add_argument("--tier-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device-mib", type=int, default=None, help=argparse.SUPPRESS)
@@ -248,7 +281,8 @@ def main() -> None:
         worker(args.worker, args.cache, args.threads, args.max_context)
         return
     if args.tier_worker:
-        tier_worker(args.tier_worker, args.cache, args.threads, args.max_context, args.device_mib, args.max_tokens)
+        tier_worker(args.tier_worker, args.cache, args.threads, args.max_context, args.device_mib, args.host_mib,
+                    args.max_tokens)
         return
     if args.tiers:
         if args.tokens == parser.get_default("tokens"):

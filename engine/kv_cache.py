@@ -33,6 +33,7 @@ class KVCache:
         self.k, self.v = self._k_pages.tensor, self._v_pages.tensor
         self.sparse_pools: list[SparsePools | None] | None = None  # per layer, for sparse decode
         self.unit_bytes = head_dim * block_size * dtype.itemsize  # one block of one head's keys (or values)
+        self.fp8_unit_bytes = head_dim * block_size  # the same in the sparse pools' FP8 codes (engine/kv_host.py)
 
     @property
     def releasable(self) -> bool:

@@ -3,7 +3,8 @@
 Three tiers (issue 3): device — the blocks a step reads in the cache dtype (on a GPU its memory; on a
 CPU-only machine the resident pages of the paged pool, engine/memory.PageArena); host — what sparse
 decoding scores and reads in FP8 (`SparsePools`: every block's key bounds, FP8 keys and values with
-their scales); disk — 256-token chunks, all layers contiguous, checksummed (engine/kv_disk.py).
+their scales; engine/kv_host.py bounds it); disk — 256-token chunks, all layers contiguous,
+checksummed (engine/kv_disk.py).
 
 The unit of placement is one block of one KV head of one layer (its keys and values), as the sparse
 selection picks them:

@@ -15,6 +15,7 @@ from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
 from engine.kv_cache import KVCache
 from engine.kv_disk import DiskKVStore
+from engine.kv_host import HOST_COUNTERS, HostTier, HostTierNeedsSparseError
 from engine.kv_persist import KVPersistence
 from engine.kv_tiers import TIER_COUNTERS, DeviceTier, DiskTierTooSmallError, TieringNeedsSparseError, host_bytes
 from engine.model import Transformer, required_tensor_names
@@ -48,6 +49,7 @@ class EngineOptions:
     kv_disk_dir: Path | None = None  # the disk tier: prompt prefixes' KV persisted across processes
     kv_disk_mib: int = 4096  # its byte budget (least recently used chunks evicted)
     kv_device_mib: int | None = None  # the device tier's budget: blocks beyond it are read back from disk
+    kv_host_mib: int | None = None  # the host tier's budget (sparse attention's FP8 copies); the rest in a file
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}"
@@ -102,6 +104,7 @@ class LLMEngine:
             store = DiskKVStore(Path(options.kv_disk_dir), model_id, kv_dtype, options.kv_disk_mib << 20)
             self.persistence = KVPersistence(store, self.kv, model.rotary)
         self.tier = self._device_tier() if options.kv_device_mib is not None else None
+        self.host = self._host_tier() if options.kv_host_mib is not None else None
         persistence = self.persistence
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
                                    prefill_chunk=options.prefill_chunk, max_batch=options.max_batch,
@@ -122,6 +125,14 @@ class LLMEngine:
                                         tokens=self.max_context)
         self.persistence.tier = tier
         return tier
+
+    def _host_tier(self) -> HostTier:
+        """A bounded host tier; refused without sparse attention, or when it cannot hold one step's reads."""
+        if self.model.sparse is None:
+            raise HostTierNeedsSparseError()
+        host = HostTier(self.kv, self.options.kv_host_mib << 20, self.options.kv_disk_dir)
+        host.check(self.model.sparse, self.max_context, self.options.prefill_chunk)
+        return host
 
     @classmethod
     def load(cls, path: str | Path, options: EngineOptions | None = None) -> "LLMEngine":
@@ -151,11 +162,15 @@ class LLMEngine:
         out: dict[str, float | None] = {
             "device_bytes": self.tier.stats.device_bytes if self.tier is not None else self.kv_resident_bytes,
             "device_budget": self.tier.stats.device_budget if self.tier is not None else None,
-            "host_bytes": host_bytes(self.kv),
+            "host_bytes": self.host.stats.host_bytes if self.host is not None else host_bytes(self.kv),
+            "host_budget": self.host.stats.host_budget if self.host is not None else None,
             "disk_bytes": self.persistence.store.disk_bytes() if self.persistence is not None else 0}
         if self.tier is not None:
             counters = self.tier.stats.as_dict()
             out.update({name: counters[name] for name in TIER_COUNTERS})
+        if self.host is not None:
+            counters = self.host.stats.as_dict()
+            out.update({name: counters[name] for name in HOST_COUNTERS})
         return out
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
@@ -277,8 +292,7 @@ class LLMEngine:
                                                           s.sparse_budget) for s in seqs])
         input_ids = torch.tensor([s.token_ids[-1] for s in seqs], dtype=torch.long)
         positions = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
-        if self.tier is not None:
-            self.tier.begin_step(len(seqs))
+        self._begin_step(len(seqs))
         logits = self.model(input_ids, positions, self.kv, batch, logits_for=torch.arange(len(seqs)), tier=self.tier)
         for s in seqs:
             s.num_computed = len(s)
@@ -287,14 +301,19 @@ class LLMEngine:
                 self.tier.spill(s)
         return logits
 
+    def _begin_step(self, tokens: int) -> None:
+        if self.tier is not None:
+            self.tier.begin_step(tokens)
+        if self.host is not None:
+            self.host.begin_step()
+
     def _step(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
         """Runs tokens [start, end) of `seq` through the model; returns the last token's logits [V]."""
         seq.reserve(self.blocks, end)
         meta = AttentionMetadata.for_step(seq.block_ids, start, end - start, self.kv.block_size, seq.sparse_budget)
         input_ids = torch.tensor(seq.token_ids[start:end], dtype=torch.long)
         positions = torch.arange(start, end)
-        if self.tier is not None:
-            self.tier.begin_step(end - start)
+        self._begin_step(end - start)
         logits = self.model(input_ids, positions, self.kv, meta, tier=self.tier)
         seq.num_computed = end
         seq.seal_full_blocks(self.blocks)

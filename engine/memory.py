@@ -47,3 +47,7 @@ class PageArena:
         """Hands bytes [start, start + length) back: both must be multiples of mmap.PAGESIZE."""
         assert start % mmap.PAGESIZE == 0 and length % mmap.PAGESIZE == 0
         self._mapping.madvise(mmap.MADV_DONTNEED, start, length)
+
+    def view(self, start: int, length: int) -> memoryview:
+        """Bytes [start, start + length) in place: for reading from or writing to a file directly."""
+        return memoryview(self._mapping)[start : start + length]

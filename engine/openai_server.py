@@ -30,6 +30,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from engine.errors import EngineError
+from engine.kv_host import HOST_COUNTERS
 from engine.kv_tiers import TIER_COUNTERS
 from engine.llm_engine import GenerationChunk, LLMEngine
 from engine.sampling import SamplingParams
@@ -108,6 +109,12 @@ def create_app(engine: LLMEngine, *, api_key: str | None = None, max_queue: int 
             for name in TIER_COUNTERS:
                 gauges = ("device_peak", "locality", "fetch_ms_per_promotion", "disk_bytes_per_token")
                 kind = "gauge" if name in gauges else "counter"
+                metric = f"zhiyin_kv_{name}" + ("_total" if kind == "counter" else "")
+                lines += [f"# TYPE {metric} {kind}", f"{metric} {tiers[name]}"]
+        if tiers["host_budget"] is not None:  # a bounded host tier: its budget and counters
+            lines += ["# TYPE zhiyin_kv_host_budget_bytes gauge", f"zhiyin_kv_host_budget_bytes {tiers['host_budget']}"]
+            for name in HOST_COUNTERS:
+                kind = "gauge" if name == "host_peak" else "counter"
                 metric = f"zhiyin_kv_{name}" + ("_total" if kind == "counter" else "")
                 lines += [f"# TYPE {metric} {kind}", f"{metric} {tiers[name]}"]
         if engine.persistence is not None:

@@ -12,9 +12,12 @@ the next band in FP8. Same semantics as `sparse_attention.sparse_decode`, which 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from engine.attention import AttentionMetadata, gather_keys
+from engine.memory import PageArena
 from engine.rope import apply_rotary
 from engine.sparse_attention import (
     FP8,
@@ -33,19 +36,42 @@ from engine.sparse_attention import (
     shift_keys,
 )
 
+# Told before FP8 codes are read or written: (kind, pool blocks [Hkv, N] or [N], write). The host tier
+# (engine/kv_host.py) bounds what of them is resident.
+UseHook = Callable[..., None]
+
 
 class KeyPool:
-    """Per block, the keys' channel-wise bounds [Hkv, blocks, D] fp32; per slot, FP8 keys and scales."""
+    """Per block, the keys' channel-wise bounds [Hkv, blocks, D] fp32; per slot, FP8 keys and scales.
+    The codes sit on a page arena of their own (`code_arena`), the unit the host tier may hand back."""
 
-    def __init__(self, num_kv_heads: int, num_blocks: int, head_dim: int, block_size: int) -> None:
+    def __init__(self, num_kv_heads: int, num_blocks: int, head_dim: int, block_size: int, kind: str = "keys") -> None:
+        self.kind = kind
         self.k_min = torch.full((num_kv_heads, num_blocks, head_dim), torch.inf)
         self.k_max = torch.full((num_kv_heads, num_blocks, head_dim), -torch.inf)
-        self.k8 = torch.empty(num_kv_heads, num_blocks * block_size, head_dim, dtype=FP8)
+        self.code_arena = PageArena((num_kv_heads, num_blocks * block_size, head_dim), FP8)
+        self.k8 = self.code_arena.tensor
         self.k_scale = torch.ones(num_kv_heads, num_blocks * block_size)
+        self.on_use: UseHook | None = None
+
+    def bounds(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min, max) of pool blocks [N]: [Hkv, N, D] each; a view where they are one ascending run (a
+        long sequence's middle usually is: at a million tokens a copy is 25 MB per layer and step)."""
+        if blocks.numel() and bool((blocks.diff() == 1).all()):
+            first, end = int(blocks[0]), int(blocks[-1]) + 1
+            return self.k_min[:, first:end], self.k_max[:, first:end]
+        return self.k_min[:, blocks], self.k_max[:, blocks]
+
+    @property
+    def resident_bytes(self) -> int:
+        """What stays in memory whatever the host tier's budget: bounds and scales."""
+        return self.k_min.nbytes + self.k_max.nbytes + self.k_scale.nbytes
 
     def write(self, k: torch.Tensor, meta: AttentionMetadata) -> None:
         """k [T, Hkv, D] at meta.slot_mapping. A block's bounds restart at its first slot."""
         blocks = meta.slot_blocks
+        if self.on_use is not None:
+            self.on_use(self.kind, blocks.unique(), write=True)
         restart = blocks[meta.slot_offsets == 0]
         self.k_min[:, restart] = torch.inf
         self.k_max[:, restart] = -torch.inf
@@ -61,6 +87,8 @@ class KeyPool:
                rope=None) -> torch.Tensor:
         """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]; with
         `shifts` [Hkv, N], each block's keys moved that many positions on first (`shift_keys`)."""
+        if self.on_use is not None:
+            self.on_use(self.kind, blocks)
         keys = fp8_by_block(self.k8, self.k_scale, blocks, bs)  # [Hkv, N * bs, D]
         if shifts is not None:
             keys = shift_keys(keys, shifts.repeat_interleave(bs, -1), rope)
@@ -77,9 +105,34 @@ class SparsePools:
                  unrotated: bool = False) -> None:
         self.block_size = block_size
         self.keys = KeyPool(num_kv_heads, num_blocks, head_dim, block_size)
-        self.unrotated = KeyPool(num_kv_heads, num_blocks, head_dim, block_size) if unrotated else None
-        self.v8 = torch.empty(num_kv_heads, num_blocks * block_size, head_dim, dtype=FP8)
+        self.unrotated = KeyPool(num_kv_heads, num_blocks, head_dim, block_size, "unrotated") if unrotated else None
+        self.value_arena = PageArena((num_kv_heads, num_blocks * block_size, head_dim), FP8)
+        self.v8 = self.value_arena.tensor
         self.v_scale = torch.ones(num_kv_heads, num_blocks * block_size)
+        self._on_use: UseHook | None = None
+
+    @property
+    def on_use(self) -> UseHook | None:
+        return self._on_use
+
+    @on_use.setter
+    def on_use(self, hook: UseHook | None) -> None:
+        self._on_use = hook
+        for keys in (self.keys, self.unrotated):
+            if keys is not None:
+                keys.on_use = hook
+
+    def code_arenas(self) -> dict[str, tuple[PageArena, int]]:
+        """kind -> (the arena of its FP8 codes, the bytes of its bounds and scales, always resident)."""
+        arenas = {keys.kind: (keys.code_arena, keys.resident_bytes) for keys in (self.keys, self.unrotated)
+                  if keys is not None}
+        return {**arenas, "values": (self.value_arena, self.v_scale.nbytes)}
+
+    def values(self, blocks: torch.Tensor) -> torch.Tensor:
+        """The FP8 values of whole pool blocks [Hkv, N], dequantised: [Hkv, N * bs, D] fp32."""
+        if self._on_use is not None:
+            self._on_use("values", blocks)
+        return fp8_by_block(self.v8, self.v_scale, blocks, self.block_size)
 
     def write(self, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, cos: torch.Tensor,
               sin: torch.Tensor) -> None:
@@ -88,6 +141,8 @@ class SparsePools:
         self.keys.write(k, meta)
         if self.unrotated is not None:
             self.unrotated.write(apply_rotary(k.float(), cos, -sin), meta)
+        if self._on_use is not None:
+            self._on_use("values", meta.slot_blocks.unique(), write=True)
         v8, v_scale = quantize_fp8(v.float().transpose(0, 1).nan_to_num(0.0, 0.0, 0.0))
         self.v8[:, meta.slot_mapping], self.v_scale[:, meta.slot_mapping] = v8, v_scale.squeeze(-1)
 
@@ -127,7 +182,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     budget = min((budget_tokens or config.budget_tokens) // bs, middle.numel())
 
     pool_middle = table[middle]
-    bound = scored_bounds(q_far, far_pool.k_min[:, pool_middle], far_pool.k_max[:, pool_middle], scale)  # [Hkv, M]
+    bound = scored_bounds(q_far, *far_pool.bounds(pool_middle), scale)  # [Hkv, M]
     candidates = bound.topk(min(middle.numel(), budget * config.candidates), dim=-1).indices  # [Hkv, C]
     candidate_logits = far_pool.logits(q_far, pool_middle[candidates], bs, scale)  # [Hkv, G, C, bs]
     lse_candidates = candidate_logits.logsumexp(-1)
@@ -168,7 +223,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     hi_blocks = table[torch.cat([far_hi, near_hi], 1)]
     lo_blocks = table[torch.cat([near_lo, middle[chosen[:, high:]]], 1)]
     values = torch.cat([by_block(v_cache, hi_blocks, bs).float(),
-                        fp8_by_block(pools.v8, pools.v_scale, lo_blocks, bs)], 1)
+                        pools.values(lo_blocks)], 1)
     lse = torch.logsumexp(logits, -1)
     out = torch.einsum("hgt,htd->hgd", torch.exp(logits - lse[..., None]), values)
 

@@ -68,7 +68,7 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     rows = torch.unique(torch.linspace(0, num_new - 1, min(SAMPLED_QUERIES, num_new)).round().long())
     sample = q_far[rows].float().view(rows.numel(), num_kv_heads, -1, dim).transpose(0, 1).flatten(1, 2)
     pool_middle = table[middle]
-    kmin, kmax = pools.unrotated.k_min[:, pool_middle], pools.unrotated.k_max[:, pool_middle]
+    kmin, kmax = pools.unrotated.bounds(pool_middle)
     bounds = quest_bounds(sample, kmin, kmax, scale)  # [Hkv, S * G, M]; middle blocks are full, their bounds finite
     shares = torch.softmax(bounds.nan_to_num(-torch.inf), -1).nan_to_num(0.0).sum(1)  # [Hkv, M]
     candidates = shares.topk(min(middle.numel(), budget * config.candidates), -1).indices  # [Hkv, C]

@@ -102,13 +102,15 @@ def test_broken_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("lang", ["en", "zh_CN"])
-def test_a_device_tier_budget_needs_sparse_attention_and_enough_room(tmp_path, lang):
+def test_device_and_host_tier_budgets_need_sparse_attention_and_enough_room(tmp_path, lang):
     (tmp_path / "zhiyin").mkdir()
     config = tmp_path / "zhiyin" / "config.toml"
     config.write_text("[engine]\nkv_device_mib = 512\n")  # dense attention reads every block in full precision
     assert_one_line_error(zhiyin("generate", "x", lang=lang, tmp_home=tmp_path), lang, "kv_device_mib", "sparse-fp8")
     config.write_text('[engine]\nattention = "sparse-fp8"\nmax_context = 65536\nkv_device_mib = 8\n')
     assert_one_line_error(zhiyin("generate", "x", lang=lang, tmp_home=tmp_path), lang, "kv_device_mib = 8")
+    config.write_text('[engine]\nattention = "sparse-fp8"\nmax_context = 65536\nkv_host_mib = 8\n')
+    assert_one_line_error(zhiyin("generate", "x", lang=lang, tmp_home=tmp_path), lang, "kv_host_mib = 8")
 
 
 def test_model_from_config_and_model_list(tmp_path, tiny_models):

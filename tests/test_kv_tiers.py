@@ -1,8 +1,9 @@
-"""The device tier: a bounded set of KV blocks in the cache dtype, the rest read back from disk.
+"""The device tier (a bounded set of KV blocks in the cache dtype, the rest read back from disk) and
+the host tier (a bounded set of the FP8 copies sparse attention reads, the rest in a file).
 
 The default model with a small window and budget (so that a ~2.8k-token prompt is long: remapped
-positions from 512 on, chunks leaving the window after 256 tokens) and a device budget below the
-prompt's KV, so that blocks are evicted, read back, and output must still match an unbounded cache.
+positions from 512 on, chunks leaving the window after 256 tokens) and budgets below the prompt's
+KV and FP8 copies, so that blocks are evicted, read back, and output must still match unbounded tiers.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import torch
 
 from engine import EngineOptions, LLMEngine, SamplingParams
 from engine.kv_disk import DiskKVStore
+from engine.kv_host import KINDS, HostTierNeedsSparseError, HostTierTooSmallError
 from engine.kv_tiers import DeviceTierTooSmallError, KVChunkLostError, TieringNeedsSparseError
 from engine.sparse_attention import SparseConfig
 
@@ -25,6 +27,7 @@ SPARSE = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budg
 PROMPT = Path(inspect.getfile(argparse)).read_text(encoding="utf-8")[:12000]  # real code, ~2.8k tokens
 PARAMS = SamplingParams(max_tokens=24, ignore_eos=True)
 BUDGET_MIB = 40  # the prompt's KV is ~63 MiB; one step may need ~32
+HOST_MIB = 44  # bounds and scales take ~21 MiB, one step ~20 MiB of FP8 codes; the prompt's are ~47 MiB
 # Engines live as long as the test process (their scheduler threads hold them): few of them, small pools.
 
 
@@ -56,9 +59,19 @@ def unbounded(unbounded_run) -> str:
 
 
 @pytest.mark.slow
-def test_a_bounded_device_tier_gives_the_tokens_of_an_unbounded_cache(default_model, tmp_path, unbounded):
-    bounded = engine(default_model, tmp_path, BUDGET_MIB)
+def test_bounded_device_and_host_tiers_give_the_tokens_of_an_unbounded_cache(default_model, tmp_path, unbounded):
+    bounded = engine(default_model, tmp_path, BUDGET_MIB, kv_host_mib=HOST_MIB)
     assert generate(bounded) == unbounded
+    host = bounded.host.stats
+    assert host.host_peak <= HOST_MIB << 20 and host.host_demotions > 0 and host.host_promotions > 0
+    assert host.host_bytes_written > 0 and host.host_bytes_read > 0
+    assert not list(tmp_path.glob(".zhiyin-host-*"))  # its file was unlinked once open: nothing to leave behind
+    # FP8 codes handed back read as zeros until read back.
+    layer, kind, head, block = (int(i) for i in (~bounded.host.resident[..., :bounded.blocks.high_water]
+                                                 & bounded.host.saved[..., :bounded.blocks.high_water]).nonzero()[0])
+    pools = bounded.kv.sparse_pools[layer]
+    codes = {"keys": pools.keys.k8, "unrotated": pools.unrotated.k8, "values": pools.v8}[KINDS[kind]]
+    assert not codes[head, block * 64 : (block + 1) * 64].view(torch.uint8).any()
     stats = bounded.tier.stats
     assert stats.device_peak <= BUDGET_MIB << 20 < bounded.blocks.high_water * 90 * bounded.kv.unit_bytes * 2
     assert stats.demotions > 0 and stats.promotions > 0 and stats.over_budget == 0
@@ -73,7 +86,7 @@ def test_a_bounded_device_tier_gives_the_tokens_of_an_unbounded_cache(default_mo
 
     # The same prompt again: its blocks are cached, most of them on disk only.
     assert generate(bounded) == unbounded
-    assert bounded.tier.stats.device_peak <= BUDGET_MIB << 20
+    assert bounded.tier.stats.device_peak <= BUDGET_MIB << 20 and bounded.host.stats.host_peak <= HOST_MIB << 20
 
 
 @pytest.mark.slow
@@ -116,6 +129,14 @@ def test_a_device_budget_below_one_step_is_refused(default_model, tmp_path):
     with pytest.raises(DeviceTierTooSmallError) as raised:
         engine(default_model, tmp_path, 8)
     assert raised.value.params["needed"] > 8
+
+
+def test_a_host_budget_below_one_step_or_without_sparse_attention_is_refused(default_model, tmp_path):
+    with pytest.raises(HostTierTooSmallError) as raised:
+        engine(default_model, tmp_path, None, kv_host_mib=24)
+    assert raised.value.params["total"] > 24 and raised.value.params["fixed"] > 0
+    with pytest.raises(HostTierNeedsSparseError):
+        LLMEngine.load(default_model, EngineOptions(kv_host_mib=64))
 
 
 def test_the_device_tier_needs_sparse_attention_and_the_disk_tier(default_model, tmp_path):

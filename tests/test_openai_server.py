@@ -168,7 +168,8 @@ def test_sparse_attention_reports_what_it_read_in_usage(tmp_path: Path) -> None:
     """With `attention = "sparse-fp8"` a prompt longer than sinks + window + budget decodes sparsely,
     and the response's usage says what that read (an extension field OpenAI clients ignore)."""
     (tmp_path / "config" / "zhiyin").mkdir(parents=True)
-    (tmp_path / "config" / "zhiyin" / "config.toml").write_text('[engine]\nattention = "sparse-fp8"\n', encoding="utf-8")
+    config = '[engine]\nattention = "sparse-fp8"\nkv_host_mib = 64\n'  # below the prompt's FP8 copies
+    (tmp_path / "config" / "zhiyin" / "config.toml").write_text(config, encoding="utf-8")
     process, url = start(tmp_path)
     try:
         prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(300))  # ~5k tokens
@@ -178,6 +179,13 @@ def test_sparse_attention_reports_what_it_read_in_usage(tmp_path: Path) -> None:
         assert answer.usage.prompt_tokens > 64 + 2048 + 2048
         assert sparse["layer_steps"] == 29 * 3 and 0.7 < sparse["fp8_coverage"] < 1  # layer 0 stays dense
         assert 0 < sparse["captured_mass"] <= 1 and sparse["budget_tokens"] > 0 and sparse["probes"] >= 29
+        live = metrics(url)  # the host tier held its budget, handing FP8 blocks back and reading them again
+        assert live["zhiyin_kv_host_budget_bytes"] == 64 << 20 >= live["zhiyin_kv_host_peak"]
+        assert live["zhiyin_kv_host_demotions_total"] > 0 and live["zhiyin_kv_host_promotions_total"] > 0
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "ZHIYIN_LANG": "en"}
+        shown = subprocess.run([sys.executable, "-m", "zhiyin.cli", "engine", "stats", "--url", url],
+                               capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+        assert re.search(r"host \(FP8\)\s+[\d.]+\s+64\.0", shown) and "handed back to the OS" in shown
     finally:
         process.terminate()
         process.wait(30)

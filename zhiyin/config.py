@@ -15,6 +15,7 @@ kv_disk_mib = 4096                # repository context KV kept on disk across re
 max_context = 262144              # tokens a request may hold (default: the model's trained window; past it
                                   # sparse attention remaps positions)
 kv_device_mib = 512               # full-precision KV kept in memory; the rest is read back from disk (sparse only)
+kv_host_mib = 4096                # sparse attention's FP8 copies kept in memory; the rest in a scratch file
 [index]
 embedder = "use-m3"               # or "e5-small" (see engine/embedder.py)
 [openai]                          # use an OpenAI-compatible server as the model (user config only)
@@ -57,6 +58,7 @@ class EngineSettings:
     kv_disk_mib: int = 4096  # prompt prefixes' KV kept on disk for the next process (0: off)
     max_context: int | None = None  # default: the model's trained window
     kv_device_mib: int | None = None  # the device tier's budget (engine/kv_tiers.py); default: unbounded
+    kv_host_mib: int | None = None  # the host tier's budget (engine/kv_host.py); default: unbounded
 
 
 @dataclass

@@ -35,6 +35,7 @@ def open_engine(config: Config, model: str | None = None, dtype: str | None = No
         attention=settings.attention,
         max_context=settings.max_context,
         kv_device_mib=settings.kv_device_mib,
+        kv_host_mib=settings.kv_host_mib,
     )
     if settings.kv_disk_mib > 0:
         options.kv_disk_dir, options.kv_disk_mib = kv_disk_dir(), settings.kv_disk_mib

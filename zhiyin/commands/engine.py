@@ -89,10 +89,11 @@ def run_stats(args: argparse.Namespace) -> int:
     table.add_column(_("MiB"), justify="right")
     table.add_column(_("budget MiB"), justify="right")
     budget = live.get("zhiyin_kv_device_budget_bytes")
+    budgets = {"device": budget, "host": live.get("zhiyin_kv_host_budget_bytes")}
     for tier, name in (("device", _("device (full precision)")), ("host", _("host (FP8)")), ("disk", _("disk"))):
         size = live.get(f'zhiyin_kv_bytes{{tier="{tier}"}}', 0.0)
-        limit = f"{budget / 2**20:.1f}" if tier == "device" and budget is not None else "-"
-        table.add_row(name, f"{size / 2**20:.1f}", limit)
+        limit = budgets.get(tier)
+        table.add_row(name, f"{size / 2**20:.1f}", f"{limit / 2**20:.1f}" if limit is not None else "-")
     console.print(table)
     if budget is not None:
         counters = [(_("promotions (blocks read back from disk)"), "zhiyin_kv_promotions_total", "{:.0f}"),
@@ -102,6 +103,11 @@ def run_stats(args: argparse.Namespace) -> int:
                     (_("disk bytes read per token"), "zhiyin_kv_disk_bytes_per_token", "{:,.0f}")]
         for label, metric, shape in counters:
             print(f"  {label}: {shape.format(live.get(metric, 0.0))}")
+    if budgets["host"] is not None:
+        counters = [(_("FP8 blocks read back from the host tier's file"), "zhiyin_kv_host_promotions_total"),
+                    (_("FP8 blocks handed back to the OS"), "zhiyin_kv_host_demotions_total")]
+        for label, metric in counters:
+            print(f"  {label}: {live.get(metric, 0.0):.0f}")
     return 0
 
 
