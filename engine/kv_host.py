@@ -23,6 +23,7 @@ import mmap
 import os
 import tempfile
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class HostStats:
     host_bytes_read: int = 0
     host_bytes_written: int = 0
     read_seconds: float = 0.0
+    over_budget: int = 0  # evictions that found too little to evict (one step reading more than the budget)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -100,6 +102,7 @@ class HostTier:
         folder.mkdir(parents=True, exist_ok=True)
         self.fd, self.path = tempfile.mkstemp(prefix=".zhiyin-host-", suffix=".fp8", dir=folder)
         os.unlink(self.path)  # the open descriptor keeps it: nothing is left when the process ends
+        self._closer = weakref.finalize(self, os.close, self.fd)
 
     def _hook(self, layer: int):
         def on_use(kind: str, pool_blocks: torch.Tensor, write: bool = False) -> None:
@@ -157,6 +160,8 @@ class HostTier:
         evictable = self.resident & (self.stamp < now)
         index = evictable.flatten().nonzero().flatten()
         target = min(index.numel(), over + int(SLACK * self.capacity))
+        if target < over:
+            self.stats.over_budget += 1
         oldest = index[self.stamp.flatten()[index].topk(target, largest=False).indices]
         flat_resident, flat_dirty = self.resident.view(-1), self.dirty.view(-1)
         written = oldest[flat_dirty[oldest]]
@@ -211,4 +216,5 @@ class HostTier:
         return (layer * len(KINDS) + kind) * self.region_bytes + start
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Closes the file (its space is freed): the tier cannot be used after."""
+        self._closer()

@@ -112,10 +112,11 @@ class KVPersistence:
             pool_blocks = torch.tensor(seq.block_ids[chunk * CHUNK_BLOCKS : (chunk + 1) * CHUNK_BLOCKS])
             slots = (pool_blocks[:, None] * bs + torch.arange(bs)).reshape(-1)
             snapshot = (key, self.kv.k[:, :, pool_blocks], self.kv.v[:, :, slots])  # copies
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="kv-disk-writer", daemon=True)
+            if self._writer is None:  # it holds the queue and the store only: a dropped engine is freed
+                self._writer = threading.Thread(target=_write_loop, args=(self._queue, self.store),
+                                                name="kv-disk-writer", daemon=True)
                 self._writer.start()
-                atexit.register(self.flush)  # a short-lived process (`zhiyin generate`) still leaves its chunks
+                atexit.register(self._queue.join)  # a short-lived process (`zhiyin generate`) still leaves its chunks
             try:
                 self._queue.put_nowait(snapshot)
             except queue.Full:
@@ -125,12 +126,13 @@ class KVPersistence:
         """Waits until every queued chunk is on disk."""
         self._queue.join()
 
-    def _write_loop(self) -> None:
-        while True:
-            key, keys, values = self._queue.get()
-            try:
-                self.store.save(key, keys, values)
-            except OSError:
-                pass  # a full or read-only disk costs the reuse, never the generation
-            finally:
-                self._queue.task_done()
+
+def _write_loop(chunks: queue.Queue, store: DiskKVStore) -> None:
+    while True:
+        key, keys, values = chunks.get()
+        try:
+            store.save(key, keys, values)
+        except OSError:
+            pass  # a full or read-only disk costs the reuse, never the generation
+        finally:
+            chunks.task_done()

@@ -26,10 +26,10 @@ Output is identical to an unbounded cache: a promoted unit holds the exact bytes
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -164,49 +164,41 @@ class DeviceTier:
 
     def prefetch(self, layer: int, pool_blocks: torch.Tensor) -> None:
         """Units of `layer` a later step will likely read ([Hkv, N] per head), for the background reader."""
-        if self._reader is None:
-            self._reader = threading.Thread(target=self._read_ahead, name="kv-prefetch", daemon=True)
+        if self._reader is None:  # it holds the tier weakly: a dropped engine is freed, and the reader stops
+            self._reader = threading.Thread(target=_read_ahead, args=(weakref.ref(self), self._requests),
+                                            name="kv-prefetch", daemon=True)
             self._reader.start()
-            atexit.register(self._stop_reader)  # not in the middle of a copy when the interpreter goes
+            # Also at exit: not in the middle of a copy when the interpreter goes.
+            weakref.finalize(self, _stop_reader, self._requests, self._reader)
         try:
             self._requests.put_nowait((layer, pool_blocks.clone()))
         except queue.Full:  # the reader is behind: these are guesses, drop them
             pass
 
-    def _stop_reader(self) -> None:
-        while True:
-            try:
-                self._requests.get_nowait()
-            except queue.Empty:
-                break
-        self._requests.put(None)
-        self._reader.join(timeout=10)
-
-    def _read_ahead(self) -> None:
-        while (request := self._requests.get()) is not None:
-            layer, pool_blocks = request
+    def _read_one(self, layer: int, pool_blocks: torch.Tensor) -> None:
+        """Brings units of `layer` (pool blocks [Hkv, N]) that are on disk only into free room."""
+        with self._lock:
+            heads, blocks = self._units(pool_blocks)
+            wanted = ~self.resident[layer, heads, blocks] & self.spilled[blocks]
+            room = max(0, self.capacity - self.count)
+            by_chunk = self._by_chunk(heads[wanted].tolist()[:room], blocks[wanted].tolist()[:room])
+        for chunk, chunk_units in by_chunk.items():
+            loaded = self.store.load_layer(chunk, layer, self.k_shape, self.v_shape)  # outside the lock
+            if loaded is None:
+                continue  # a step that needs it will find it lost and say so
             with self._lock:
-                heads, blocks = self._units(pool_blocks)
-                wanted = ~self.resident[layer, heads, blocks] & self.spilled[blocks]
-                room = max(0, self.capacity - self.count)
-                by_chunk = self._by_chunk(heads[wanted].tolist()[:room], blocks[wanted].tolist()[:room])
-            for chunk, chunk_units in by_chunk.items():
-                loaded = self.store.load_layer(chunk, layer, self.k_shape, self.v_shape)  # outside the lock
-                if loaded is None:
-                    continue  # a step that needs it will find it lost and say so
-                with self._lock:
-                    for head, block, index in chunk_units:
-                        still = self.spilled[block] and self.chunk_of.get(block) == (chunk, index)
-                        if not still or self.resident[layer, head, block] or self.count >= self.capacity:
-                            continue
-                        self._install(layer, head, block, index, *loaded)
-                        self.resident[layer, head, block] = self.prefetched[layer, head, block] = True
-                        self.stamp[layer, head, block] = self._now(layer) - self.kv.k.shape[0]  # as if used a step ago
-                        self.count += 1
-                        self.stats.prefetched += 1
-                    self.stats.device_bytes = self.count * self.unit_pair_bytes
-                    self.stats.device_peak = max(self.stats.device_peak, self.stats.device_bytes)
-                    self.stats.disk_bytes_read += sum(t.numel() * t.element_size() for t in loaded)
+                for head, block, index in chunk_units:
+                    still = self.spilled[block] and self.chunk_of.get(block) == (chunk, index)
+                    if not still or self.resident[layer, head, block] or self.count >= self.capacity:
+                        continue
+                    self._install(layer, head, block, index, *loaded)
+                    self.resident[layer, head, block] = self.prefetched[layer, head, block] = True
+                    self.stamp[layer, head, block] = self._now(layer) - self.kv.k.shape[0]  # as if used a step ago
+                    self.count += 1
+                    self.stats.prefetched += 1
+                self.stats.device_bytes = self.count * self.unit_pair_bytes
+                self.stats.device_peak = max(self.stats.device_peak, self.stats.device_bytes)
+                self.stats.disk_bytes_read += sum(t.numel() * t.element_size() for t in loaded)
 
     def _by_chunk(self, heads: list[int], blocks: list[int]) -> dict[bytes, list[tuple[int, int, int]]]:
         """Units (heads[i], blocks[i]), all spilled, grouped by the chunk that holds them: chunk ->
@@ -343,6 +335,26 @@ class DeviceTier:
         for start in range(first_block // CHUNK_BLOCKS * CHUNK_BLOCKS, end_block, CHUNK_BLOCKS):
             self._adopt(seq.block_ids[start : start + CHUNK_BLOCKS], chunk_keys[start // CHUNK_BLOCKS])
         seq.num_spilled, seq.spilled_hash = end_block * self.kv.block_size, chunk_keys[end_block // CHUNK_BLOCKS - 1]
+
+
+def _read_ahead(tier_ref: weakref.ref, requests: queue.Queue) -> None:
+    while (request := requests.get()) is not None:
+        tier = tier_ref()
+        if tier is None:
+            return
+        tier._read_one(*request)
+        del tier  # between requests the reader holds nothing
+
+
+def _stop_reader(requests: queue.Queue, reader: threading.Thread) -> None:
+    while True:
+        try:
+            requests.get_nowait()
+        except queue.Empty:
+            break
+    requests.put(None)
+    if reader is not threading.current_thread():  # the reader itself may drop the last reference
+        reader.join(timeout=10)
 
 
 def host_bytes(kv: KVCache) -> int:

@@ -119,10 +119,13 @@ class Scheduler:
     # --- the loop ---------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Runs while there is work; the next request starts it again. An idle engine is then held by
+        nothing but its owners: one that is dropped is freed (tests and editors load several)."""
         while True:
             with self._wake:
-                while not (self._waiting or self._admitting or self._running):
-                    self._wake.wait()
+                if not (self._waiting or self._admitting or self._running):
+                    self._thread = None
+                    return
             try:
                 self._iterate()
             except Exception as e:  # fail every request in flight rather than hang them

@@ -7,10 +7,12 @@ KV and FP8 copies, so that blocks are evicted, read back, and output must still 
 """
 
 import argparse
+import gc
 import inspect
 import shutil
 import textwrap
 import threading
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,7 +66,7 @@ def test_bounded_device_and_host_tiers_give_the_tokens_of_an_unbounded_cache(def
     assert generate(bounded) == unbounded
     host = bounded.host.stats
     assert host.host_peak <= HOST_MIB << 20 and host.host_demotions > 0 and host.host_promotions > 0
-    assert host.host_bytes_written > 0 and host.host_bytes_read > 0
+    assert host.host_bytes_written > 0 and host.host_bytes_read > 0 and host.over_budget == 0
     assert not list(tmp_path.glob(".zhiyin-host-*"))  # its file was unlinked once open: nothing to leave behind
     # FP8 codes handed back read as zeros until read back.
     layer, kind, head, block = (int(i) for i in (~bounded.host.resident[..., :bounded.blocks.high_water]
@@ -87,6 +89,13 @@ def test_bounded_device_and_host_tiers_give_the_tokens_of_an_unbounded_cache(def
     # The same prompt again: its blocks are cached, most of them on disk only.
     assert generate(bounded) == unbounded
     assert bounded.tier.stats.device_peak <= BUDGET_MIB << 20 and bounded.host.stats.host_peak <= HOST_MIB << 20
+
+    # Dropped, the engine is freed and its prefetching reader stops (it holds the tier weakly).
+    reader, dropped = bounded.tier._reader, weakref.ref(bounded)
+    del bounded
+    gc.collect()
+    reader.join(10)
+    assert dropped() is None and not reader.is_alive()
 
 
 @pytest.mark.slow

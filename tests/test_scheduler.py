@@ -2,8 +2,10 @@
 same tokens as alone, wait their turn in arrival order, leave when cancelled, and requests that do
 not fit in the KV pool together wait for blocks rather than fail."""
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -76,3 +78,18 @@ def test_requests_that_do_not_fit_together_wait_for_blocks_instead_of_failing(de
     texts = run_concurrently(engine, long_prompts, params)
     assert all(texts) and engine.queued_requests == 0
     assert all(c == 0 for c in engine.blocks.ref_counts)
+
+
+def test_an_idle_engine_that_is_dropped_is_freed(default_model) -> None:
+    """Nothing but its owners holds an idle engine (the loop runs only while there is work): editors
+    that switch models, and this test suite, load many."""
+    engine = LLMEngine.load(default_model, EngineOptions(kv_cache_mib=32))
+    assert "".join(c.text for c in engine.generate("def f(x):", SamplingParams(max_tokens=4, ignore_eos=True)))
+    assert "".join(c.text for c in engine.generate("def g(y):", SamplingParams(max_tokens=4, ignore_eos=True)))
+    dropped = weakref.ref(engine)
+    del engine
+    deadline = time.monotonic() + 10
+    while dropped() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert dropped() is None
