@@ -13,9 +13,21 @@ from pathlib import Path
 
 def serve(workspace: Path, tmp_path: Path, *args: str, lang: str = "en") -> subprocess.Popen:
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "ZHIYIN_LANG": lang}
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "ZHIYIN_LANG": lang, "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, "-m", "zhiyin.cli", "serve", "--no-embeddings", *args], cwd=workspace,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupted(process: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C, then the process's output once it has exited; one that hangs is aborted, and the failure
+    shows where each of its threads was (faulthandler)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _out, err = process.communicate(timeout=30)
+        raise AssertionError(f"still running 60 s after Ctrl-C:\n{err[-8000:]}") from None
 
 
 def test_a_taken_port_is_one_clear_line_in_the_users_language(workspace: Path, tmp_path: Path) -> None:
@@ -33,8 +45,7 @@ def test_it_prints_the_address_then_stops_cleanly_on_ctrl_c(workspace: Path, tmp
     process = serve(workspace, tmp_path, "--port", "0")
     line = process.stdout.readline()
     assert line.startswith(f"Zhiyin chat for {workspace}: open http://127.0.0.1:") and "/#token=" in line
-    process.send_signal(signal.SIGINT)
-    _out, err = process.communicate(timeout=60)
+    _out, err = interrupted(process)
     assert process.returncode == 130 and "Traceback" not in err
 
 
@@ -42,6 +53,5 @@ def test_listening_beyond_loopback_warns(workspace: Path, tmp_path: Path) -> Non
     process = serve(workspace, tmp_path, "--host", "0.0.0.0", "--port", "0")
     line = process.stdout.readline()
     assert "http://0.0.0.0:" in line
-    process.send_signal(signal.SIGINT)
-    _out, err = process.communicate(timeout=60)
+    _out, err = interrupted(process)
     assert "other machines can reach this server" in err
