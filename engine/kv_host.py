@@ -218,3 +218,16 @@ class HostTier:
     def close(self) -> None:
         """Closes the file (its space is freed): the tier cannot be used after."""
         self._closer()
+
+
+def host_bytes(kv: KVCache) -> int:
+    """The host tier unbounded: the sparse pools (bounds, FP8 keys and values, scales), sized for the whole pool."""
+    total = 0
+    for pools in kv.sparse_pools or []:
+        if pools is None:
+            continue
+        for keys in (pools.keys, pools.unrotated):
+            if keys is not None:
+                total += sum(t.nbytes for t in (keys.k_min, keys.k_max, keys.k8, keys.k_scale))
+        total += pools.v8.nbytes + pools.v_scale.nbytes
+    return total

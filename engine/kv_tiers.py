@@ -73,7 +73,6 @@ class TierStats:
     device_bytes: int = 0
     device_budget: int = 0
     device_peak: int = 0  # the most the tier held at any point
-    host_bytes: int = 0
     promotions: int = 0  # units copied in from disk
     demotions: int = 0  # units handed back (their bytes stay on disk)
     hits: int = 0  # of the selected blocks a decode step reads in the cache dtype: already resident
@@ -117,7 +116,7 @@ class DeviceTier:
         self._reader: threading.Thread | None = None
         self.k_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS, kv.k.shape[3], bs)
         self.v_shape = (num_layers, num_kv_heads, CHUNK_BLOCKS * bs, kv.k.shape[3])
-        self.stats = TierStats(device_budget=budget_bytes, host_bytes=host_bytes(kv))
+        self.stats = TierStats(device_budget=budget_bytes)
 
     def check(self, sparse: SparseConfig, max_context: int, prefill_chunk: int) -> None:
         """Refuses a budget below what one step of a sequence may hold at once: its sinks, window and
@@ -355,16 +354,3 @@ def _stop_reader(requests: queue.Queue, reader: threading.Thread) -> None:
     requests.put(None)
     if reader is not threading.current_thread():  # the reader itself may drop the last reference
         reader.join(timeout=10)
-
-
-def host_bytes(kv: KVCache) -> int:
-    """The host tier: the sparse pools (bounds, FP8 keys and values, scales), sized for the whole pool."""
-    total = 0
-    for pools in kv.sparse_pools or []:
-        if pools is None:
-            continue
-        for keys in (pools.keys, pools.unrotated):
-            if keys is not None:
-                total += sum(t.nbytes for t in (keys.k_min, keys.k_max, keys.k8, keys.k_scale))
-        total += pools.v8.nbytes + pools.v_scale.nbytes
-    return total

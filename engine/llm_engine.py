@@ -15,9 +15,9 @@ from engine.checkpoints import Checkpoint, load_checkpoint
 from engine.errors import MissingTensorError, PromptTooLongError
 from engine.kv_cache import KVCache
 from engine.kv_disk import DiskKVStore
-from engine.kv_host import HOST_COUNTERS, HostTier, HostTierNeedsSparseError
+from engine.kv_host import HOST_COUNTERS, HostTier, HostTierNeedsSparseError, host_bytes
 from engine.kv_persist import KVPersistence
-from engine.kv_tiers import TIER_COUNTERS, DeviceTier, DiskTierTooSmallError, TieringNeedsSparseError, host_bytes
+from engine.kv_tiers import TIER_COUNTERS, DeviceTier, DiskTierTooSmallError, TieringNeedsSparseError
 from engine.model import Transformer, required_tensor_names
 from engine.prompt import Prompt
 from engine.prompt_format import build_fim_prompt, render_chat
