@@ -1,10 +1,10 @@
-"""The host tier of the KV cache: the FP8 copies sparse decoding scores and reads, under a byte budget.
+"""The host tier of the KV cache: the 8-bit copies sparse decoding scores and reads, under a byte budget.
 
 Sparse attention keeps, per layer, a copy of the KV it can read cheaply (`SparsePools`): each block's
-key bounds and every token's FP8 scales, which the scorer reads for every block at every step, and
-the FP8 codes of keys (as cached, and before RoPE where positions are remapped) and values, of which a
-step reads only its candidates, its window and its selected band. At a million tokens the codes are
-17 GB: they are what this tier bounds. Bounds and scales (a sixth as much) stay resident.
+key bounds and every token's scales, which the scorer reads for every block at every step, and the
+8-bit codes of keys (FP8 as cached; int8 before RoPE, where positions are remapped) and FP8 values,
+of which a step reads only its candidates, its window and its selected band. At a million tokens
+the codes are 17 GB: they are what this tier bounds. Bounds and scales (a sixth as much) stay resident.
 
 The unit is one block of one KV head of one layer, per kind of code: block_size × head_dim bytes, a
 4 KiB page at the default model's head_dim 64. Every read or write of codes is preceded by `use`
@@ -35,7 +35,7 @@ from engine.kv_cache import KVCache
 from engine.sparse_attention import SparseConfig
 
 SLACK = 0.05  # share of the budget an eviction frees beyond what is asked
-KINDS = ("keys", "unrotated", "values")  # the FP8 codes of a layer's pools
+KINDS = ("keys", "unrotated", "values")  # the 8-bit codes of a layer's pools
 HOST_COUNTERS = ("host_peak", "host_promotions", "host_demotions", "host_bytes_read", "host_bytes_written")
 
 
@@ -111,9 +111,11 @@ class HostTier:
 
     def check(self, sparse: SparseConfig, max_context: int, prefill_chunk: int) -> None:
         """Refuses a budget below the bounds and scales plus one layer-step's reads of every kind: the
-        candidates of the largest budget, the window and the chunk being written, in every head."""
+        candidates of the largest budget (past the trained window, up to `scan_tokens` of middle), the
+        window and the chunk being written, in every head."""
         bs = sparse.block_size
-        per_head = (sparse.candidates * sparse.max_budget_tokens + sparse.window_tokens) // bs \
+        scanned = min(max_context, sparse.scan_tokens) if sparse.remaps(max_context) else 0
+        per_head = (max(sparse.candidates * sparse.max_budget_tokens, scanned) + sparse.window_tokens) // bs \
             + -(-prefill_chunk // bs) + 1
         needed = len(KINDS) * self.num_kv_heads * per_head * self.unit_bytes
         if self.capacity * self.unit_bytes < needed:

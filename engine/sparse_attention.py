@@ -5,7 +5,9 @@ One decode query attends, per KV head, only the key blocks that matter:
 - of the blocks between, a scorer picks the budget in two stages: Quest's upper bound per block
   (sum over channels of max(q·min, q·max), from each block's channel-wise key bounds), then, for a
   candidate set a few times the budget, each block's exact attention share on FP8 keys (per query
-  head, normalised over the candidates, summed over the GQA group: one selection per KV head);
+  head, normalised over the candidates, summed over the GQA group: one selection per KV head).
+  Past the trained window (`SparseConfig.remaps`) the second stage reads int8 keys before RoPE,
+  and where the middle is at most `scan_tokens` long it scores every block: no bound to miss by;
 - precision by importance: the sinks, the window's newest tokens and the best-scoring selected
   blocks are read in the cache dtype; the rest of the window and the next band of selected blocks
   in FP8 e4m3 (per-token, per-head power-of-two scales); everything else is skipped. The two parts
@@ -46,6 +48,7 @@ class SparseConfig:
     max_budget_tokens: int = 8192
     probe_every: int = 32  # the feedback loop's exact probe (a dense read), every this many steps of a layer
     remap_beyond: int | None = None  # longer contexts attend sinks and selected blocks packed before the window
+    scan_tokens: int = 131072  # past the window, a middle up to this long is scored whole (`candidate_blocks`)
     probe: bool = False  # probe every step: exact masses and an oracle's (benchmarks, tests)
 
     def __post_init__(self) -> None:
@@ -169,6 +172,21 @@ def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., D] -> (int8 values, a scale per row [..., 1]); x ≈ values * scale. For keys that are
+    only scored: the CPU multiplies int8 by bf16 without dequantising (`int8_logits`), FP8 it cannot."""
+    scale = x.float().abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127
+    return (x.float() / scale).round().clamp(-127, 127).to(torch.int8), scale
+
+
+def int8_logits(q: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """q [Hkv, G, D]; codes [Hkv, T, D] int8 with scales [Hkv, T] -> q·k [Hkv, G, T] fp32. One call per
+    head of the int8 GEMV that decodes the model's weights (quantize.py), in bf16: ~2 ms for 128k
+    tokens of three heads on two cores, where the FP8 table lookup takes ~170."""
+    q, scales = q.to(torch.bfloat16), scales.to(torch.bfloat16)
+    return torch.stack([torch._weight_int8pack_mm(q[h], codes[h], scales[h]) for h in range(q.shape[0])]).float()
+
+
 def fp8_to_float(values: torch.Tensor) -> torch.Tensor:
     """e4m3 -> fp32, exactly: a table lookup, on the CPU three times as fast as the cast (one lookup
     per pair of codes when the last dimension is even). NaN codes read as 0 (quantisation never
@@ -223,6 +241,17 @@ def captured_lower_bound(bound: torch.Tensor, chosen: torch.Tensor, lse: torch.T
     skipped_bound = torch.where(skipped, bound / group, -torch.inf)
     skipped_mass = (block_size * torch.exp(skipped_bound[:, None, :] - lse[..., None])).sum(-1)  # [Hkv, G]
     return float((1 / (1 + skipped_mass)).min())
+
+
+def candidate_blocks(bound: torch.Tensor, budget: int, config: SparseConfig, remap: bool) -> torch.Tensor:
+    """Stage two's candidates [Hkv, C], indices into the middle, from Quest's bound [Hkv, M]: the
+    `candidates` × budget best; past the trained window, when the middle is at most `scan_tokens`
+    long, all of them, in order (a bound over 64 tokens misses the one that matters: copying a
+    signature from 20k tokens back went from 3/20 to 8/20 with every block scored exactly)."""
+    num_kv_heads, middle = bound.shape
+    if remap and middle * config.block_size <= config.scan_tokens:
+        return torch.arange(middle).expand(num_kv_heads, -1)
+    return bound.topk(min(middle, budget * config.candidates), dim=-1).indices
 
 
 def candidate_shares(lse: torch.Tensor) -> torch.Tensor:
@@ -294,16 +323,19 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
     budget = min((budget_tokens or config.budget_tokens) // bs, middle.numel())
     kmin, kmax = block_bounds(torch.where(finite[..., None], scored.float(), torch.nan), bs)
     bound = scored_bounds(qg, kmin, kmax, scale)[:, middle]  # [Hkv, M]
-    candidates = bound.topk(min(middle.numel(), budget * config.candidates), dim=-1).indices  # [Hkv, C]
+    candidates = candidate_blocks(bound, budget, config, remap)  # [Hkv, C]
 
-    k8, k_scale = quantize_fp8(scored)
-    lse_candidates = _block_lse(qg, k8, k_scale, finite, middle[candidates], bs, scale)  # [Hkv, G, C]
+    k8, k_scale = quantize_fp8(keys)  # where remapping, scored on int8 keys (the paged path's pools)
+    if remap:
+        logits = int8_logits(qg, *_squeezed(quantize_int8(scored))) * scale
+    else:
+        logits = torch.einsum("hgd,htd->hgt", qg.float(), dequantize_fp8(k8, k_scale)) * scale
+    lse_candidates = _block_lse(logits, finite, middle[candidates], bs)  # [Hkv, G, C]
     order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
     chosen = candidates.gather(-1, order[:, :budget])  # [Hkv, budget] best first
     high = round(budget * config.high_precision_share)
     fixed_hi, fixed_lo = layout.fixed(config.uses_fp8)
     if remap:  # attended packed before the window, in order (`packed_shifts`)
-        k8, k_scale = quantize_fp8(keys)
         far = torch.cat([layout.sinks.expand(num_kv_heads, -1), middle[chosen]], 1)
         shifts = torch.zeros(num_kv_heads, layout.num_blocks, dtype=torch.long).scatter_(
             1, far, packed_shifts(far, layout.window_first) * bs)
@@ -381,17 +413,20 @@ def _merge(out_a, lse_a, out_b, lse_b):
     return out.nan_to_num(0.0), lse
 
 
-def _block_lse(q: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, valid: torch.Tensor,
-               blocks: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
-    """Each query head's log-sum-exp of its logits over each candidate block's tokens, on FP8 keys:
-    q [Hkv, G, D], blocks [Hkv, C] -> [Hkv, G, C]."""
+def _squeezed(quantized: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    codes, scale = quantized
+    return codes, scale.squeeze(-1)
+
+
+def _block_lse(logits: torch.Tensor, valid: torch.Tensor, blocks: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Each query head's log-sum-exp of its logits [Hkv, G, T] over each candidate block's tokens:
+    blocks [Hkv, C] -> [Hkv, G, C]."""
     num_kv_heads, _num_candidates = blocks.shape
     tokens = blocks[..., None] * block_size + torch.arange(block_size)  # [Hkv, C, bs]
-    length = k8.shape[1]
+    length = logits.shape[-1]
     in_range = tokens < length
     tokens = tokens.clamp_max(length - 1)
     heads = torch.arange(num_kv_heads)[:, None, None]
-    keys = dequantize_fp8(k8[heads, tokens], k_scale[heads, tokens])  # [Hkv, C, bs, D]
-    logits = torch.einsum("hgd,hcbd->hgcb", q.float(), keys) * scale
-    logits = logits.masked_fill(~(in_range & valid[heads, tokens])[:, None], -torch.inf)
-    return torch.logsumexp(logits, -1).nan_to_num(nan=-torch.inf)
+    picked = logits[heads, :, tokens].permute(0, 3, 1, 2)  # [Hkv, G, C, bs]
+    picked = picked.masked_fill(~(in_range & valid[heads, tokens])[:, None], -torch.inf)
+    return torch.logsumexp(picked, -1).nan_to_num(nan=-torch.inf)

@@ -3,7 +3,7 @@ written, so a decode step reads only what it selects.
 
 Per layer (`SparsePools`): each block's channel-wise key min/max (Quest's bounds, [Hkv, blocks, D]
 fp32) and an FP8 e4m3 copy of every key and value with per-token, per-head power-of-two scales;
-where positions may be remapped, the same for the keys before RoPE. A decode step
+where positions may be remapped, bounds and an int8 copy of the keys before RoPE (only ever scored). A decode step
 (`sparse_paged_decode`) then reads: the bounds of the sequence's middle blocks (a sixteenth of their
 keys' bytes at head_dim 64), FP8 keys of the candidate blocks, and what it attends — sinks, the
 window's newest part and the best selected blocks in the cache dtype, the window's older part and
@@ -24,32 +24,38 @@ from engine.sparse_attention import (
     Layout,
     SparseConfig,
     SparseStats,
+    candidate_blocks,
     candidate_shares,
     captured_estimate,
     captured_lower_bound,
     dequantize_fp8,
     exact_masses,
+    int8_logits,
     packed_shifts,
     quantize_fp8,
+    quantize_int8,
     remap_keys,
     scored_bounds,
     shift_keys,
 )
 
-# Told before FP8 codes are read or written: (kind, pool blocks [Hkv, N] or [N], write). The host tier
+# Told before 8-bit codes are read or written: (kind, pool blocks [Hkv, N] or [N], write). The host tier
 # (engine/kv_host.py) bounds what of them is resident.
 UseHook = Callable[..., None]
 
 
 class KeyPool:
-    """Per block, the keys' channel-wise bounds [Hkv, blocks, D] fp32; per slot, FP8 keys and scales.
-    The codes sit on a page arena of their own (`code_arena`), the unit the host tier may hand back."""
+    """Per block, the keys' channel-wise bounds [Hkv, blocks, D] fp32; per slot, 8-bit keys (`k8`: FP8,
+    or int8 for keys that are only scored) and their scales. The codes sit on a page arena of their
+    own (`code_arena`), the unit the host tier may hand back."""
 
-    def __init__(self, num_kv_heads: int, num_blocks: int, head_dim: int, block_size: int, kind: str = "keys") -> None:
+    def __init__(self, num_kv_heads: int, num_blocks: int, head_dim: int, block_size: int, kind: str = "keys",
+                 codes: torch.dtype = FP8) -> None:
         self.kind = kind
         self.k_min = torch.full((num_kv_heads, num_blocks, head_dim), torch.inf)
         self.k_max = torch.full((num_kv_heads, num_blocks, head_dim), -torch.inf)
-        self.code_arena = PageArena((num_kv_heads, num_blocks * block_size, head_dim), FP8)
+        self.code_arena = PageArena((num_kv_heads, num_blocks * block_size, head_dim), codes)
+        self.quantize = quantize_int8 if codes == torch.int8 else quantize_fp8
         self.k8 = self.code_arena.tensor
         self.k_scale = torch.ones(num_kv_heads, num_blocks * block_size)
         self.on_use: UseHook | None = None
@@ -80,15 +86,18 @@ class KeyPool:
         index = blocks[None, :, None].expand_as(keys)
         self.k_min.scatter_reduce_(1, index, torch.where(finite, keys, torch.inf), "amin")
         self.k_max.scatter_reduce_(1, index, torch.where(finite, keys, -torch.inf), "amax")
-        k8, k_scale = quantize_fp8(torch.where(finite, keys, 0.0))
+        k8, k_scale = self.quantize(torch.where(finite, keys, 0.0))
         self.k8[:, meta.slot_mapping], self.k_scale[:, meta.slot_mapping] = k8, k_scale.squeeze(-1)
 
     def logits(self, qg: torch.Tensor, blocks: torch.Tensor, bs: int, scale: float, shifts: torch.Tensor | None = None,
                rope=None) -> torch.Tensor:
-        """Each query head's logits on the FP8 keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]; with
-        `shifts` [Hkv, N], each block's keys moved that many positions on first (`shift_keys`)."""
+        """Each query head's logits on the 8-bit keys of whole pool blocks [Hkv, N]: [Hkv, G, N, bs]; with
+        `shifts` [Hkv, N] (FP8 keys), each block's keys moved that many positions on first (`shift_keys`)."""
         if self.on_use is not None:
             self.on_use(self.kind, blocks)
+        if self.k8.dtype == torch.int8:
+            logits = int8_logits(qg, by_block(self.k8, blocks, bs), by_block(self.k_scale, blocks, bs)) * scale
+            return logits.view(*logits.shape[:2], blocks.shape[1], bs)
         keys = fp8_by_block(self.k8, self.k_scale, blocks, bs)  # [Hkv, N * bs, D]
         if shifts is not None:
             keys = shift_keys(keys, shifts.repeat_interleave(bs, -1), rope)
@@ -105,7 +114,8 @@ class SparsePools:
                  unrotated: bool = False) -> None:
         self.block_size = block_size
         self.keys = KeyPool(num_kv_heads, num_blocks, head_dim, block_size)
-        self.unrotated = KeyPool(num_kv_heads, num_blocks, head_dim, block_size, "unrotated") if unrotated else None
+        self.unrotated = (KeyPool(num_kv_heads, num_blocks, head_dim, block_size, "unrotated", torch.int8)
+                          if unrotated else None)
         self.value_arena = PageArena((num_kv_heads, num_blocks * block_size, head_dim), FP8)
         self.v8 = self.value_arena.tensor
         self.v_scale = torch.ones(num_kv_heads, num_blocks * block_size)
@@ -123,7 +133,7 @@ class SparsePools:
                 keys.on_use = hook
 
     def code_arenas(self) -> dict[str, tuple[PageArena, int]]:
-        """kind -> (the arena of its FP8 codes, the bytes of its bounds and scales, always resident)."""
+        """kind -> (the arena of its 8-bit codes, the bytes of its bounds and scales, always resident)."""
         arenas = {keys.kind: (keys.code_arena, keys.resident_bytes) for keys in (self.keys, self.unrotated)
                   if keys is not None}
         return {**arenas, "values": (self.value_arena, self.v_scale.nbytes)}
@@ -183,7 +193,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
     pool_middle = table[middle]
     bound = scored_bounds(q_far, *far_pool.bounds(pool_middle), scale)  # [Hkv, M]
-    candidates = bound.topk(min(middle.numel(), budget * config.candidates), dim=-1).indices  # [Hkv, C]
+    candidates = candidate_blocks(bound, budget, config, remap)  # [Hkv, C]
     candidate_logits = far_pool.logits(q_far, pool_middle[candidates], bs, scale)  # [Hkv, G, C, bs]
     lse_candidates = candidate_logits.logsumexp(-1)
     order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
@@ -261,7 +271,10 @@ def cache_keys(k_cache: torch.Tensor, table: torch.Tensor, logical: torch.Tensor
 
 def by_block(pool: torch.Tensor, blocks: torch.Tensor, bs: int) -> torch.Tensor:
     """A per-slot pool [Hkv, slots, ...] read at whole pool blocks [Hkv, N]: [Hkv, N * bs, ...]. One
-    row of bs slots per block: on the CPU several times faster than indexing slot by slot."""
+    row of bs slots per block: on the CPU several times faster than indexing slot by slot; a view
+    where every head reads the same ascending run (a long middle scored whole)."""
+    if blocks.numel() and blocks.shape[0] == pool.shape[0] and bool((blocks == blocks[:1]).all()) and bool((blocks[0].diff() == 1).all()):
+        return pool[:, int(blocks[0, 0]) * bs : (int(blocks[0, -1]) + 1) * bs]
     rows = pool.view(pool.shape[0], -1, bs, *pool.shape[2:])[torch.arange(blocks.shape[0])[:, None], blocks]
     return rows.flatten(1, 2)
 

@@ -6,8 +6,9 @@ context. So each chunk's queries attend, like a sparse decode step (`SparseConfi
 - the sinks and the budget of middle blocks that matter to the chunk, in their order, packed just
   before the window (`packed_shifts`): scored for a sample of the chunk's queries at distance
   `window_tokens` from the unrotated keys, in two stages as in decode (Quest's bound, then exact
-  logits on FP8 keys for a few times the budget; attention shares summed over queries and the GQA
-  group), then read from the cache and moved to their packed positions.
+  logits on the int8 keys of a few times the budget, or of every middle block up to `scan_tokens`;
+  attention shares summed over queries and the GQA group), then read from the cache and moved to
+  their packed positions.
 The three parts are merged by log-sum-exp.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from engine.attention import AttentionMetadata, causal_attention, grouped_attention, merge_partials
-from engine.sparse_attention import SparseConfig, candidate_shares, packed_shifts, quest_bounds
+from engine.sparse_attention import SparseConfig, candidate_blocks, candidate_shares, packed_shifts, quest_bounds
 from engine.sparse_paged import SparsePools, by_block, cache_keys, far_query
 
 SAMPLED_QUERIES = 32  # of a chunk's queries, scored against every middle block
@@ -71,7 +72,7 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     kmin, kmax = pools.unrotated.bounds(pool_middle)
     bounds = quest_bounds(sample, kmin, kmax, scale)  # [Hkv, S * G, M]; middle blocks are full, their bounds finite
     shares = torch.softmax(bounds.nan_to_num(-torch.inf), -1).nan_to_num(0.0).sum(1)  # [Hkv, M]
-    candidates = shares.topk(min(middle.numel(), budget * config.candidates), -1).indices  # [Hkv, C]
+    candidates = candidate_blocks(shares, budget, config, remap=True)  # [Hkv, C]
     lse = pools.unrotated.logits(sample, pool_middle[candidates], config.block_size, scale).logsumexp(-1)
     chosen = candidates.gather(-1, candidate_shares(lse).topk(budget, -1).indices)
     return torch.cat([sinks, middle[chosen]], 1)

@@ -13,7 +13,9 @@ from engine.sparse_attention import (
     block_bounds,
     dequantize_fp8,
     fp8_to_float,
+    int8_logits,
     quantize_fp8,
+    quantize_int8,
     quest_bound,
     sparse_decode,
 )
@@ -92,6 +94,58 @@ def test_fp8_quantisation_uses_power_of_two_scales_and_keeps_three_mantissa_bits
     back = dequantize_fp8(values, scales)
     big = x.abs() > x.abs().amax(-1, keepdim=True) / 64  # e4m3's normal range below the row's max
     assert ((back - x).abs()[big] <= x.abs()[big] / 16 + 1e-12).all()
+
+
+def test_int8_keys_are_scored_within_their_rounding() -> None:
+    """Keys that are only scored (before RoPE, past the trained window) are int8 with a scale per row;
+    the CPU's int8 GEMV multiplies them by the query in bf16."""
+    q, k, _v, _scale = inputs(300, heads=6, kv_heads=2, dim=64)
+    k = k * torch.logspace(-2, 2, 300)[None, :, None]  # rows of very different sizes
+    codes, scales = quantize_int8(k)
+    assert codes.dtype == torch.int8 and scales.shape == (2, 300, 1)
+    assert ((codes.float() * scales - k).abs() <= scales / 2 + 1e-6 * k.abs()).all()
+    exact = torch.einsum("hgd,htd->hgt", q.view(2, 3, 64), k)
+    scored = int8_logits(q.view(2, 3, 64), codes, scales.squeeze(-1))
+    row_size = q.view(2, 3, 64).norm(dim=-1)[..., None] * k.norm(dim=-1)[:, None, :]  # |q| |k| per logit
+    assert ((scored - exact).abs() <= 0.02 * row_size).all()
+
+
+def test_past_the_window_every_middle_block_is_scored_where_the_bound_misses_the_one_that_matters() -> None:
+    """Decoy blocks whose channel-wise extremes come from different tokens have a large Quest bound
+    and small logits; the block that matters holds one key along the query. Past the trained window
+    stage two scores every middle block (`scan_tokens`) and selects it; with the bound preselecting
+    it is missed. Probes measure the attention mass each selection captures, at the scored distance."""
+    from engine.config import ModelConfig
+    from engine.rope import RotaryEmbedding, apply_rotary
+
+    dim, bs, length = 32, 16, 512
+    rope = RotaryEmbedding(ModelConfig(arch="llama", vocab_size=10, hidden_size=dim, num_layers=1, num_heads=1,
+                                       num_kv_heads=1, intermediate_size=8, max_position=64), length)
+    config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=64, recent_tokens=16, budget_tokens=32,
+                          min_budget_tokens=16, candidates=1, target_mass=None, remap_beyond=128, probe=True)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, dim, generator=g)
+    scored = torch.randn(1, length, dim, generator=g) * 0.05  # the keys as the scorer sees them (distance 64)
+    for block in range(4, 24, 2):  # decoys: token i holds channel i at 3x the query's sign
+        scored[0, block * bs + torch.arange(bs), torch.arange(bs)] = 3 * q[0, :bs].sign()
+        scored[0, block * bs + torch.arange(bs), bs + torch.arange(bs)] = 3 * q[0, bs:].sign()
+    needle = 17
+    scored[0, needle * bs + 5] = 8 * q[0] / q[0].norm()
+    window_first = (length - config.window_tokens) // bs
+    shift = length - 1 - config.window_tokens - torch.arange(window_first * bs)  # what remapping moves them by
+    keys = scored.clone()
+    cos, sin = rope(shift)
+    keys[0, : window_first * bs] = apply_rotary(scored[0, : window_first * bs, None], cos, -sin)[:, 0]
+    values = torch.randn(1, length, dim, generator=g)
+    kmin, kmax = block_bounds(scored, bs)
+    bounds = quest_bound(q.view(1, 1, dim), kmin, kmax, 1.0)[0]
+    assert bounds[4:24:2].min() > bounds[needle]  # the bound ranks every decoy above the block that matters
+
+    _out, scanned = sparse_decode(q, keys, values, 1.0, config, rope=rope)
+    _out, preselected = sparse_decode(q, keys, values, 1.0, replace(config, scan_tokens=0), rope=rope)
+    assert scanned.blocks_scored == window_first - 1 and preselected.blocks_scored == 2
+    assert scanned.probe["captured"] > 0.99 and scanned.probe["captured"] == pytest.approx(scanned.probe["oracle"])
+    assert preselected.probe["captured"] < 0.5
 
 
 @pytest.mark.parametrize("width", [64, 7])  # a pair of codes per lookup; one at a time when the width is odd
@@ -239,15 +293,17 @@ def _remapping_engine(default_model, config: SparseConfig, remap_beyond: int, po
     return engine
 
 
-@pytest.mark.parametrize("high_precision_share", [0.25, 1.0])
-def test_remapped_positions_in_the_paged_path_match_the_reference(default_model, high_precision_share) -> None:
+@pytest.mark.parametrize(("high_precision_share", "scan_tokens"), [(0.25, 131072), (1.0, 131072), (0.25, 0)])
+def test_remapped_positions_in_the_paged_path_match_the_reference(default_model, high_precision_share,
+                                                                   scan_tokens) -> None:
     """Past `remap_beyond`, blocks are scored at distance window_tokens and attended packed before the
-    window: the paged path (unrotated pools, the query rotated there; blocks moved on by their shifts)
-    gives the reference's tokens (the whole cache re-rotated), with an FP8 band or none."""
+    window: the paged path (unrotated int8 pools, the query rotated there; blocks moved on by their
+    shifts) gives the reference's tokens (the whole cache re-rotated), with an FP8 band or none, every
+    middle block scored or Quest's bound preselecting."""
     from engine import SamplingParams
 
     config = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=128, candidates=2,
-                          target_mass=None, high_precision_share=high_precision_share)
+                          target_mass=None, high_precision_share=high_precision_share, scan_tokens=scan_tokens)
     prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
     paged = _remapping_engine(default_model, config, 0)
     length = len(paged.encode(prompt))
