@@ -218,6 +218,10 @@ class Transformer(nn.Module):
         x = x[-1:] if logits_for is None else x[logits_for]
         return self.lm_head(self.norm(x)).float()
 
+    def set_sparse(self, config: SparseConfig | None) -> None:
+        """Sparse decode attention from the next forward on (the layers bind it at a forward)."""
+        self.sparse, self._steps = config, None
+
     def keep_norms_fp32(self) -> "Transformer":
         for module in self.modules():
             if isinstance(module, RMSNorm):
