@@ -3,9 +3,9 @@ written, so a decode step reads only what it selects.
 
 Per layer (`SparsePools`): each block's channel-wise key min/max (Quest's bounds, [Hkv, blocks, D]
 fp32) and an FP8 e4m3 copy of every key and value with per-token, per-head power-of-two scales;
-where positions may be remapped, bounds and an int8 copy of the keys before RoPE (only ever scored). A decode step
-(`sparse_paged_decode`) then reads: the bounds of the sequence's middle blocks (a sixteenth of their
-keys' bytes at head_dim 64), FP8 keys of the candidate blocks, and what it attends — sinks, the
+where positions may be remapped, bounds and an int8 copy of the keys before RoPE (only ever scored).
+A decode step (`sparse_paged_decode`) then reads: the bounds of the sequence's middle blocks (a
+sixteenth of their keys' bytes at head_dim 64), 8-bit keys of the candidate blocks, and what it attends — sinks, the
 window's newest part and the best selected blocks in the cache dtype, the window's older part and
 the next band in FP8. Same semantics as `sparse_attention.sparse_decode`, which the tests hold it to.
 """
@@ -96,6 +96,7 @@ class KeyPool:
         if self.on_use is not None:
             self.on_use(self.kind, blocks)
         if self.k8.dtype == torch.int8:
+            assert shifts is None, "int8 keys are scored where they are, never moved"
             logits = int8_logits(qg, by_block(self.k8, blocks, bs), by_block(self.k_scale, blocks, bs)) * scale
             return logits.view(*logits.shape[:2], blocks.shape[1], bs)
         keys = fp8_by_block(self.k8, self.k_scale, blocks, bs)  # [Hkv, N * bs, D]
@@ -273,7 +274,7 @@ def by_block(pool: torch.Tensor, blocks: torch.Tensor, bs: int) -> torch.Tensor:
     """A per-slot pool [Hkv, slots, ...] read at whole pool blocks [Hkv, N]: [Hkv, N * bs, ...]. One
     row of bs slots per block: on the CPU several times faster than indexing slot by slot; a view
     where every head reads the same ascending run (a long middle scored whole)."""
-    if blocks.numel() and blocks.shape[0] == pool.shape[0] and bool((blocks == blocks[:1]).all()) and bool((blocks[0].diff() == 1).all()):
+    if _one_run(blocks) and blocks.shape[0] == pool.shape[0]:
         return pool[:, int(blocks[0, 0]) * bs : (int(blocks[0, -1]) + 1) * bs]
     rows = pool.view(pool.shape[0], -1, bs, *pool.shape[2:])[torch.arange(blocks.shape[0])[:, None], blocks]
     return rows.flatten(1, 2)
@@ -283,3 +284,8 @@ def fp8_by_block(codes: torch.Tensor, scales: torch.Tensor, blocks: torch.Tensor
     """An FP8 pool [Hkv, slots, D] and its per-slot scales [Hkv, slots] read at whole pool blocks
     [Hkv, N], dequantised: [Hkv, N * bs, D] fp32."""
     return dequantize_fp8(by_block(codes, blocks, bs), by_block(scales, blocks, bs)[..., None])
+
+
+def _one_run(blocks: torch.Tensor) -> bool:
+    """Whether every row of blocks [Hkv, N] is the same ascending run."""
+    return bool(blocks.numel()) and bool((blocks == blocks[:1]).all()) and bool((blocks[0].diff() == 1).all())

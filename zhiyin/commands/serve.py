@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import signal
 import sys
 
 from rich.console import Console
@@ -79,6 +80,10 @@ def run_serve(args: argparse.Namespace) -> int:
         backends.start()
         await serving
 
+    # Ctrl-C stops the server even where SIGINT came in ignored (a script's background job: the shell
+    # ignores it for them), and so does SIGTERM (`kill`, service managers): the same clean way out.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         asyncio.run(main())
     except OSError as e:
