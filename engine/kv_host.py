@@ -190,7 +190,8 @@ class HostTier:
         started = time.perf_counter()
         base = (layer * len(KINDS) + kind) * self.num_kv_heads * self.num_blocks
         for region, start, length in self._runs(flat + base):
-            if os.preadv(self.fd, [self.arenas[region].view(start, length)], self._file_offset(region, start)) != length:
+            into = self.arenas[region].view(start, length)
+            if os.preadv(self.fd, [into], self._file_offset(region, start)) != length:
                 raise HostTierWriteError(path=str(self.path), error="short read")
             self.stats.host_bytes_read += length
         self.stats.host_promotions += flat.numel()
@@ -223,13 +224,7 @@ class HostTier:
 
 
 def host_bytes(kv: KVCache) -> int:
-    """The host tier unbounded: the sparse pools (bounds, FP8 keys and values, scales), sized for the whole pool."""
-    total = 0
-    for pools in kv.sparse_pools or []:
-        if pools is None:
-            continue
-        for keys in (pools.keys, pools.unrotated):
-            if keys is not None:
-                total += sum(t.nbytes for t in (keys.k_min, keys.k_max, keys.k8, keys.k_scale))
-        total += pools.v8.nbytes + pools.v_scale.nbytes
-    return total
+    """The host tier unbounded: the sparse pools' 8-bit codes with their bounds and scales, sized for
+    the whole pool."""
+    return sum(arena.tensor.nbytes + resident for pools in kv.sparse_pools or [] if pools is not None
+               for arena, resident in pools.code_arenas().values())

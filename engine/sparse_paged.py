@@ -5,9 +5,10 @@ Per layer (`SparsePools`): each block's channel-wise key min/max (Quest's bounds
 fp32) and an FP8 e4m3 copy of every key and value with per-token, per-head power-of-two scales;
 where positions may be remapped, bounds and an int8 copy of the keys before RoPE (only ever scored).
 A decode step (`sparse_paged_decode`) then reads: the bounds of the sequence's middle blocks (a
-sixteenth of their keys' bytes at head_dim 64), 8-bit keys of the candidate blocks, and what it attends — sinks, the
-window's newest part and the best selected blocks in the cache dtype, the window's older part and
-the next band in FP8. Same semantics as `sparse_attention.sparse_decode`, which the tests hold it to.
+sixteenth of their keys' bytes at head_dim 64), 8-bit keys of the candidate blocks, and what it
+attends — sinks, the window's newest part and the best selected blocks in the cache dtype, the
+window's older part and the next band in FP8. Same semantics as `sparse_attention.sparse_decode`,
+which the tests hold it to.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class KeyPool:
     def bounds(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(min, max) of pool blocks [N]: [Hkv, N, D] each; a view where they are one ascending run (a
         long sequence's middle usually is: at a million tokens a copy is 25 MB per layer and step)."""
-        if blocks.numel() and bool((blocks.diff() == 1).all()):
+        if _one_run(blocks[None]):
             first, end = int(blocks[0]), int(blocks[-1]) + 1
             return self.k_min[:, first:end], self.k_max[:, first:end]
         return self.k_min[:, blocks], self.k_max[:, blocks]
