@@ -1,10 +1,11 @@
 """Signature copying past the trained window, trial by trial, under variants of the sparse configuration.
 
-The context and trials are sparse_bench's (`long_context`: renamed signatures, then real stdlib code);
-one engine prefills the context once and every variant reuses that prefix (a variant that changes the
-prefill's choices sees the first variant's prefix, so compare decode-time settings this way, or run
-one variant per process). `--dense N` runs dense attention at N tokens instead, as the baseline.
-Prints one JSON line per variant: how many and which trials copied every parameter name, in order.
+The context and trials are sparse_bench's (`long_context`: renamed signatures, then real stdlib code,
+ending in the same `recent_code` at every length); one engine prefills the context once and every
+variant reuses that prefix (a variant that changes the prefill's choices sees the first variant's
+prefix, so compare decode-time settings this way, or run one variant per process). `--dense N` runs
+dense attention at N tokens instead, as the baseline. Prints one JSON line per variant: how many and
+which trials copied every parameter name, in order.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/sparse_copying.py --context 20480 --variants default,quest
 """
@@ -16,9 +17,9 @@ import json
 import time
 from dataclasses import replace
 
-from sparse_bench import long_context
+from sparse_bench import copy_trials, long_context, recent_code
 
-from engine import EngineOptions, LLMEngine, SamplingParams
+from engine import EngineOptions, LLMEngine
 from engine.model_files import default_model_path
 
 VARIANTS = {
@@ -27,16 +28,6 @@ VARIANTS = {
     "no-fp8": {"high_precision_share": 1.0},
     "budget-2048": {"min_budget_tokens": 2048},
 }
-
-
-def trials(engine: LLMEngine, ids: list[int], found: list[tuple[str, list[str]]]) -> list[dict]:
-    out = []
-    for name, params in found:
-        prompt = ids + engine.encode(f"\n\ndef {name}(")
-        text = "".join(c.text for c in engine.generate(prompt, SamplingParams(max_tokens=24, stop=[")"])))
-        written = [part.split(":")[0].split("=")[0].strip() for part in text.split(")")[0].split(",")]
-        out.append({"name": name, "expected": params, "written": text, "copied": written == params})
-    return out
 
 
 def report(variant: str, context: int, results: list[dict], seconds: float) -> None:
@@ -57,16 +48,19 @@ def main() -> None:
     engine = LLMEngine.load(model, EngineOptions(dtype="bf16", attention="sparse-fp8", max_context=longest + 64,
                                                  kv_cache_mib=int(longest * 40 / 1024) + 512))
     ids, found = long_context(engine, longest, args.trials)
+    recent = recent_code(engine)
     if args.dense:
         engine = LLMEngine.load(model, EngineOptions(dtype="bf16", kv_cache_mib=1536))
         started = time.perf_counter()
-        report("dense", args.dense, trials(engine, ids[: args.dense], found), time.perf_counter() - started)
+        report("dense", args.dense, copy_trials(engine, ids[: args.dense - len(recent)] + recent, found),
+               time.perf_counter() - started)
         return
     base = engine.model.sparse
     for variant in args.variants.split(","):
         engine.model.set_sparse(replace(base, **VARIANTS[variant]))
         started = time.perf_counter()
-        report(variant, args.context, trials(engine, ids[: args.context], found), time.perf_counter() - started)
+        results = copy_trials(engine, ids[: args.context - len(recent)] + recent, found)
+        report(variant, args.context, results, time.perf_counter() - started)
 
 
 if __name__ == "__main__":
