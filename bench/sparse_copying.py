@@ -27,6 +27,7 @@ VARIANTS = {
     "quest": {"scan_tokens": 0},  # Quest's bound preselects 4x the budget at every length
     "no-fp8": {"high_precision_share": 1.0},
     "budget-2048": {"min_budget_tokens": 2048},
+    "by-score": {"pack_by_score": True},  # the best selected blocks nearest the window
 }
 
 

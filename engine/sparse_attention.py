@@ -49,6 +49,7 @@ class SparseConfig:
     probe_every: int = 32  # the feedback loop's exact probe (a dense read), every this many steps of a layer
     remap_beyond: int | None = None  # longer contexts attend sinks and selected blocks packed before the window
     scan_tokens: int = 131072  # past the window, a middle up to this long is scored whole (`candidate_blocks`)
+    pack_by_score: bool = False  # past the window, the best selected blocks nearest it (`packed_shifts`)
     probe: bool = False  # probe every step: exact masses and an oracle's (benchmarks, tests)
 
     def __post_init__(self) -> None:
@@ -65,8 +66,8 @@ class SparseConfig:
     def remaps(self, length: int) -> bool:
         """Past the positions a model was trained on, dense attention breaks down (RoPE rotations it
         never saw): the middle is then scored as if it sat at distance `window_tokens` (InfLLM), and
-        the sinks and selected blocks are attended in their order, packed just before the window
-        (`packed_shifts`); the window keeps its true positions."""
+        the sinks and selected blocks are attended packed just before the window, in text order or
+        the best nearest it (`packed_shifts`); the window keeps its true positions."""
         return self.remap_beyond is not None and length > self.remap_beyond
 
     @property
@@ -271,17 +272,35 @@ def captured_estimate(lse_attended: torch.Tensor, lse_candidates: torch.Tensor, 
     return float(captured.nan_to_num(1.0).mean())
 
 
-def packed_shifts(far: torch.Tensor, window_first: int) -> torch.Tensor:
-    """Far logical blocks [Hkv, N] (sinks and selected, any order) -> how many blocks each moves forward
-    so that, in their order, they sit packed just before the window (block `window_first`): >= 0."""
-    rank = far.argsort(-1).argsort(-1)
-    return window_first - far.shape[1] + rank - far
+def packed_shifts(far: torch.Tensor, window_first: int, sink_blocks: int,
+                  shares: torch.Tensor | None = None) -> torch.Tensor:
+    """Far logical blocks [Hkv, N] (the sinks, then the selected) -> how many blocks each moves (on if
+    > 0, back if < 0) to sit packed just before the window (block `window_first`): the sinks first,
+    then the selected in text order, or, given their scores [Hkv, N - sink_blocks], by score in
+    half-octaves (text order within one), the best nearest the window (`SparseConfig.pack_by_score`)."""
+    selected = far[:, sink_blocks:]
+    if shares is not None:
+        level = torch.floor(2 * torch.log2(shares.float().clamp(min=2.0**-64))).long()
+        selected = level * (int(far.max()) + 1) + selected
+    slot = torch.cat([_ranks(far[:, :sink_blocks]), sink_blocks + _ranks(selected)], 1)
+    return window_first - far.shape[1] + slot - far
+
+
+def packing_scores(shares: torch.Tensor, order: torch.Tensor, budget: int, config: SparseConfig) -> torch.Tensor | None:
+    """The selected blocks' scores [Hkv, budget] (`order` best first) where packing goes by them."""
+    return shares.gather(-1, order[:, :budget]) if config.pack_by_score else None
+
+
+def _ranks(keys: torch.Tensor) -> torch.Tensor:
+    return keys.argsort(-1).argsort(-1)
 
 
 def shift_keys(keys: torch.Tensor, shifts: torch.Tensor, rope) -> torch.Tensor:
-    """keys [..., T, D] rotated at their positions, moved `shifts` [..., T] positions on (RoPE is
-    relative: one more rotation): fp32."""
-    cos, sin = rope(shifts.flatten())
+    """keys [..., T, D] rotated at their positions, moved `shifts` [..., T] positions on, or back
+    where negative (RoPE is relative: one more rotation, by -θ backwards): fp32."""
+    shifts = shifts.flatten()
+    cos, sin = rope(shifts.abs())
+    sin = torch.where(shifts[:, None, None] < 0, -sin, sin)
     return apply_rotary(keys.reshape(-1, 1, keys.shape[-1]).float(), cos, sin).view(keys.shape)
 
 
@@ -331,14 +350,16 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
     else:
         logits = torch.einsum("hgd,htd->hgt", qg.float(), dequantize_fp8(k8, k_scale)) * scale
     lse_candidates = _block_lse(logits, finite, middle[candidates], bs)  # [Hkv, G, C]
-    order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
+    shares = candidate_shares(lse_candidates)
+    order = shares.argsort(dim=-1, descending=True)
     chosen = candidates.gather(-1, order[:, :budget])  # [Hkv, budget] best first
     high = round(budget * config.high_precision_share)
     fixed_hi, fixed_lo = layout.fixed(config.uses_fp8)
-    if remap:  # attended packed before the window, in order (`packed_shifts`)
+    if remap:  # attended packed before the window (`packed_shifts`)
         far = torch.cat([layout.sinks.expand(num_kv_heads, -1), middle[chosen]], 1)
+        scores = packing_scores(shares, order, budget, config)
         shifts = torch.zeros(num_kv_heads, layout.num_blocks, dtype=torch.long).scatter_(
-            1, far, packed_shifts(far, layout.window_first) * bs)
+            1, far, packed_shifts(far, layout.window_first, layout.sink_blocks, scores) * bs)
     v8, v_scale = quantize_fp8(values)
 
     outputs, lses = [], []

@@ -9,7 +9,7 @@ target with room to spare (additive decrease: a layer that needs its blocks gets
 
 Past the trained window (`SparseConfig.remaps`) the budget holds still at the loop's floor
 (`SparseConfig.remapped_budget_tokens`): blocks are scored as if at one distance but attended packed
-in order, so the mass the scorer sees is not the mass attended; and a budget that grew with the
+elsewhere, so the mass the scorer sees is not the mass attended; and a budget that grew with the
 context would make the cost of a step grow with it.
 """
 

@@ -95,9 +95,11 @@ def _sparse_decode_kernel(
             if REMAP:
                 k_rolled = tl.load(k_ptr + rolled).to(tl.float32)
             v = tl.load(v_ptr + v_offsets).to(tl.float32)
-        if REMAP:  # move the block's keys on by its shift: k cos + roll(k, D/2) sin (the sign is in sin)
+        if REMAP:  # move the block's keys by its shift: k cos + roll(k, D/2) sin (the sign is in sin; -θ back)
             shift = tl.load(shift_ptr + head * num_selected + i)
-            k = k * tl.load(cos_ptr + shift * D + dims)[:, None] + k_rolled * tl.load(sin_ptr + shift * D + dims)[:, None]
+            turn = tl.abs(shift)
+            sin = tl.load(sin_ptr + turn * D + dims) * tl.where(shift < 0, -1.0, 1.0)
+            k = k * tl.load(cos_ptr + turn * D + dims)[:, None] + k_rolled * sin[:, None]
         logits = tl.dot(q, k)  # [G, BS]
         logits = tl.where(valid[None, :], logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
@@ -117,7 +119,7 @@ def _sparse_decode_kernel(
 @dataclass
 class Remap:
     """Positions past the trained window: each selected block's keys [Hkv, N] are moved `shifts`
-    positions on in the kernel (far blocks packed before the window, `packed_shifts`; 0 for the
+    positions on (back where negative) in the kernel (far blocks packed before the window, `packed_shifts`; 0 for the
     window), from either pool; `cos`, `sin` [positions, D] as engine/rope.py builds them (sin
     carries the rotate-half sign)."""
 

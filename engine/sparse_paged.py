@@ -33,6 +33,7 @@ from engine.sparse_attention import (
     exact_masses,
     int8_logits,
     packed_shifts,
+    packing_scores,
     quantize_fp8,
     quantize_int8,
     remap_keys,
@@ -171,7 +172,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
     Where `config.remaps` the context, the middle is scored at distance `window_tokens`: against the
     unrotated keys, with `q_unrotated` rotated to that position (`rope`); the sinks and the selected
-    blocks are then attended in their order, packed just before the window (`packed_shifts`), which
+    blocks are then attended packed just before the window (`packed_shifts`), which
     keeps its true positions. Where the cache is tiered (engine/kv_tiers.py), `fetch(pool_blocks,
     selected=False)` is told every block read in the cache dtype before it is read, and `prefetch`
     the selected blocks ranked just below those: the likeliest to be read so by the next steps."""
@@ -198,7 +199,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     candidates = candidate_blocks(bound, budget, config, remap)  # [Hkv, C]
     candidate_logits = far_pool.logits(q_far, pool_middle[candidates], bs, scale)  # [Hkv, G, C, bs]
     lse_candidates = candidate_logits.logsumexp(-1)
-    order = candidate_shares(lse_candidates).argsort(dim=-1, descending=True)
+    shares = candidate_shares(lse_candidates)
+    order = shares.argsort(dim=-1, descending=True)
     chosen = candidates.gather(-1, order[:, :budget])
     high = round(budget * config.high_precision_share)
     window_hi, window_lo = layout.window(config.uses_fp8)
@@ -206,7 +208,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
     # In the cache dtype: sinks and the best selected (far), then the window's newest part (near).
     far = torch.cat([layout.sinks.expand(expand), middle[chosen]], 1)  # [Hkv, Nf + band] logical, best first
-    shifts = packed_shifts(far, layout.window_first) * bs if remap else None
+    scores = packing_scores(shares, order, budget, config)
+    shifts = packed_shifts(far, layout.window_first, layout.sink_blocks, scores) * bs if remap else None
     far_hi = far[:, : layout.sink_blocks + high]
     near_hi = window_hi.expand(expand)
     if fetch is not None:

@@ -3,8 +3,8 @@
 Dense prefill there fails twice: RoPE distances the model never saw, and cost quadratic in the
 context. So each chunk's queries attend, like a sparse decode step (`SparseConfig.remaps`):
 - themselves, causally, and the window before them, at their true positions;
-- the sinks and the budget of middle blocks that matter to the chunk, in their order, packed just
-  before the window (`packed_shifts`): scored for a sample of the chunk's queries at distance
+- the sinks and the budget of middle blocks that matter to the chunk, packed just before the window
+  (`packed_shifts`): scored for a sample of the chunk's queries at distance
   `window_tokens` from the unrotated keys, in two stages as in decode (Quest's bound, then exact
   logits on the int8 keys of a few times the budget, or of every middle block up to `scan_tokens`;
   attention shares summed over queries and the GQA group), then read from the cache and moved to
@@ -46,8 +46,8 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
         out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     if past:
         q_far = far_query(q_unrotated, config, rope).to(q.dtype)  # scored as if window_tokens away
-        far = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config)
-        shifts = packed_shifts(far, window_first) * bs
+        far, shares = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config)
+        shifts = packed_shifts(far, window_first, sink_blocks, shares if config.pack_by_score else None) * bs
         if fetch is not None:
             fetch(meta.block_table[far])
         keys = cache_keys(k_cache, meta.block_table, far, bs, rope, shifts).flatten(1, 2)  # [Hkv, N, D]
@@ -58,14 +58,15 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
 
 def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, sink_blocks: int, window_first: int,
                 scale: float, config: SparseConfig) -> torch.Tensor:
-    """The sinks and the middle blocks that matter most to a sample of the chunk's queries: [Hkv, N] logical."""
+    """The sinks, then the middle blocks that matter most to a sample of the chunk's queries, best first:
+    [Hkv, N] logical, and those blocks' scores [Hkv, N - sinks]."""
     num_new, _num_heads, dim = q_far.shape
     num_kv_heads = pools.unrotated.k_min.shape[0]
     sinks = torch.arange(sink_blocks).expand(num_kv_heads, -1)
     middle = torch.arange(sink_blocks, window_first)
     budget = min(config.budget_tokens // config.block_size, middle.numel())
     if not budget:
-        return sinks
+        return sinks, torch.empty(num_kv_heads, 0)
     rows = torch.unique(torch.linspace(0, num_new - 1, min(SAMPLED_QUERIES, num_new)).round().long())
     sample = q_far[rows].float().view(rows.numel(), num_kv_heads, -1, dim).transpose(0, 1).flatten(1, 2)
     pool_middle = table[middle]
@@ -74,5 +75,5 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     shares = torch.softmax(bounds.nan_to_num(-torch.inf), -1).nan_to_num(0.0).sum(1)  # [Hkv, M]
     candidates = candidate_blocks(shares, budget, config, remap=True)  # [Hkv, C]
     lse = pools.unrotated.logits(sample, pool_middle[candidates], config.block_size, scale).logsumexp(-1)
-    chosen = candidates.gather(-1, candidate_shares(lse).topk(budget, -1).indices)
-    return torch.cat([sinks, middle[chosen]], 1)
+    best = candidate_shares(lse).topk(budget, -1)
+    return torch.cat([sinks, middle[candidates.gather(-1, best.indices)]], 1), best.values

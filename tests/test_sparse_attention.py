@@ -293,17 +293,19 @@ def _remapping_engine(default_model, config: SparseConfig, remap_beyond: int, po
     return engine
 
 
-@pytest.mark.parametrize(("high_precision_share", "scan_tokens"), [(0.25, 131072), (1.0, 131072), (0.25, 0)])
+@pytest.mark.parametrize(("high_precision_share", "scan_tokens", "pack_by_score"),
+                         [(0.25, 131072, False), (1.0, 131072, False), (0.25, 0, False), (0.25, 131072, True)])
 def test_remapped_positions_in_the_paged_path_match_the_reference(default_model, high_precision_share,
-                                                                   scan_tokens) -> None:
+                                                                   scan_tokens, pack_by_score) -> None:
     """Past `remap_beyond`, blocks are scored at distance window_tokens and attended packed before the
-    window: the paged path (unrotated int8 pools, the query rotated there; blocks moved on by their
+    window: the paged path (unrotated int8 pools, the query rotated there; blocks moved by their
     shifts) gives the reference's tokens (the whole cache re-rotated), with an FP8 band or none, every
-    middle block scored or Quest's bound preselecting."""
+    middle block scored or Quest's bound preselecting, packed in text order or by score."""
     from engine import SamplingParams
 
     config = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=128, candidates=2,
-                          target_mass=None, high_precision_share=high_precision_share, scan_tokens=scan_tokens)
+                          target_mass=None, high_precision_share=high_precision_share, scan_tokens=scan_tokens,
+                          pack_by_score=pack_by_score)
     prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
     paged = _remapping_engine(default_model, config, 0)
     length = len(paged.encode(prompt))
@@ -331,11 +333,13 @@ def test_a_context_past_the_remapping_point_is_prefilled_sparsely_and_still_read
     assert remapped == dense
 
 
+@pytest.mark.parametrize("by_score", [False, True])
 @pytest.mark.parametrize("budget_blocks", [16, 3])
-def test_sparse_prefill_equals_attention_written_out(budget_blocks) -> None:
+def test_sparse_prefill_equals_attention_written_out(budget_blocks, by_score) -> None:
     """One chunk: each query attends the chunk causally and the window before it at true positions,
-    the sinks and the selected middle blocks in their order, packed just before the window. With a
-    budget covering every middle block, that is plain causal attention."""
+    the sinks and the selected middle blocks packed just before the window: the sinks, then the
+    selected in text order (with a budget covering every middle block, plain causal attention), or
+    by score in half-octaves, the best last."""
     from engine.attention import AttentionMetadata, write_kv
     from engine.config import ModelConfig
     from engine.rope import RotaryEmbedding, apply_rotary
@@ -344,7 +348,8 @@ def test_sparse_prefill_equals_attention_written_out(budget_blocks) -> None:
 
     heads, kv_heads, dim, bs = 4, 2, 16, 16
     config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=32, recent_tokens=16,
-                          budget_tokens=budget_blocks * bs, target_mass=None, min_budget_tokens=16)
+                          budget_tokens=budget_blocks * bs, target_mass=None, min_budget_tokens=16,
+                          pack_by_score=by_score)
     model = ModelConfig(arch="llama", vocab_size=10, hidden_size=heads * dim, num_layers=1, num_heads=heads,
                         num_kv_heads=kv_heads, intermediate_size=8, max_position=64)
     rope = RotaryEmbedding(model, 64)
@@ -365,15 +370,17 @@ def test_sparse_prefill_equals_attention_written_out(budget_blocks) -> None:
                          dim ** -0.5, config, rope)
 
     window_first = (start - 32) // bs  # the chunk's window starts on a block
-    far = _far_blocks(far_query(q_pre[start:], config, rope), pools, chunk_meta.block_table, 1, window_first,
-                      dim ** -0.5, config)
+    far, shares = _far_blocks(far_query(q_pre[start:], config, rope), pools, chunk_meta.block_table, 1,
+                              window_first, dim ** -0.5, config)
     assert far.shape[1] == 1 + min(budget_blocks, window_first - 1)
     expected = torch.empty(chunk, heads, dim)
     for h in range(heads):
         kv = h // (heads // kv_heads)
-        far_blocks = far[kv].sort().values
+        level = torch.floor(2 * torch.log2(shares[kv])).tolist() if by_score else [0] * len(shares[kv])
+        ordered = sorted(zip(level, far[kv, 1:].tolist(), strict=True))  # by half-octave, then text order
+        far_blocks = torch.tensor([int(far[kv, 0])] + [block for _, block in ordered])
         tokens = (far_blocks[:, None] * bs + torch.arange(bs)).flatten()
-        packed = (window_first - len(far_blocks)) * bs + torch.arange(len(tokens))  # in order, before the window
+        packed = (window_first - len(far_blocks)) * bs + torch.arange(len(tokens))  # so, before the window
         far_keys = apply_rotary(k_pre[tokens, kv : kv + 1], *rope(packed))[:, 0]
         for row, p in enumerate(range(start, length)):
             logits = torch.cat([far_keys, k[window_first * bs : p + 1, kv]]) @ q[p, h]
@@ -381,7 +388,23 @@ def test_sparse_prefill_equals_attention_written_out(budget_blocks) -> None:
             expected[row, h] = probs @ torch.cat([v[tokens, kv], v[window_first * bs : p + 1, kv]])
     torch.testing.assert_close(out.float(), expected, rtol=1e-4, atol=1e-4)
     if budget_blocks >= window_first:
+        assert all(sorted(row.tolist()) == list(range(window_first)) for row in far)
+    if budget_blocks >= window_first and not by_score:
         full = torch.nn.functional.scaled_dot_product_attention(
             q.transpose(0, 1), k.repeat_interleave(2, 1).transpose(0, 1), v.repeat_interleave(2, 1).transpose(0, 1),
             is_causal=True, scale=dim ** -0.5).transpose(0, 1)
         torch.testing.assert_close(out.float(), full[start:], rtol=1e-4, atol=1e-4)
+
+
+def test_packing_puts_the_sinks_first_then_the_selected_in_text_order_or_by_score() -> None:
+    """Far blocks (sinks, then the selected best first) move to the slots just before the window: the
+    sinks, then the selected in text order; or by score in half-octaves, the best nearest the window,
+    text order within a half-octave, where a block near the window that scores low moves back."""
+    from engine.sparse_attention import packed_shifts
+
+    far = torch.tensor([[0, 1, 12, 39, 5], [0, 1, 38, 3, 20]])  # two sink blocks, then three selected
+    assert (far + packed_shifts(far, 40, sink_blocks=2)).tolist() == [[35, 36, 38, 39, 37], [35, 36, 39, 37, 38]]
+    shares = torch.tensor([[0.9, 0.3, 0.01], [0.6, 0.6 * 1.001, 0.55]])  # in row 2, one half-octave
+    slots = far + packed_shifts(far, 40, sink_blocks=2, shares=shares)
+    assert slots.tolist() == [[35, 36, 39, 38, 37], [35, 36, 39, 37, 38]]
+    assert packed_shifts(far, 40, 2, shares)[0, 3] == -1  # block 39, second best: one slot back

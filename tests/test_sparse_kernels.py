@@ -98,7 +98,8 @@ def test_mixed_precision_paged_decode_matches_the_reference(splits: int) -> None
 
 def test_remapped_blocks_are_moved_by_their_shifts() -> None:
     """Past the trained window, each selected block's keys (from the cache-dtype or the FP8 pool) are
-    moved its shift of positions on in the kernel: the same logits as keys rotated at the new positions."""
+    moved its shift of positions on (back, where negative) in the kernel: the same logits as keys
+    rotated at the new positions."""
     from engine.config import ModelConfig
     from engine.rope import RotaryEmbedding, apply_rotary
 
@@ -124,19 +125,23 @@ def test_remapped_blocks_are_moved_by_their_shifts() -> None:
     q = torch.randn(KV_HEADS * GROUP, DIM, generator=g)
     table = torch.tensor([[4, 1, 8, 0, 6], [9, 2, 5, 7, 3]])
     is_fp8 = torch.tensor([[0, 1, 0, 1, 0], [1, 0, 0, 1, 0]])
-    shifts = torch.tensor([[3 * BS, 40, 0, 7, 0], [BS, 0, 5 * BS + 2, 1, 0]])
+    shifts = torch.tensor([[3 * BS, 40, -2 * BS - 5, 7, 0], [BS, -9, 5 * BS + 2, 1, 0]])
     scale = 1 / math.sqrt(DIM)
     out, lse = sparse_paged_decode(q, k_cache, v_cache, k8, v8, k_scale, v_scale, table, is_fp8,
                                    num_pool_blocks * BS, scale, splits=2, remap=Remap(shifts, rope.cos, rope.sin))
+
+    def turned(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # any sign: cos even, sin odd
+        cos, sin = rope(positions.abs())
+        return cos, torch.where(positions[:, None, None] < 0, -sin, sin)
 
     expected_out, expected_lse = [], []
     for h in range(KV_HEADS):
         logits, values = [], []
         for block, fp8, shift in zip(table[h].tolist(), is_fp8[h].tolist(), shifts[h].tolist(), strict=True):
             slots = torch.arange(block * BS, (block + 1) * BS)
-            cos, sin = rope(positions[slots] + shift)
+            cos, sin = turned(positions[slots] + shift)
             if fp8:  # the FP8 copy of the rotated key, moved: as the engine's pools hold it
-                keys = apply_rotary(dequantize_fp8(k8[h, block].T, k_scale[h, slots, None])[:, None], *rope(
+                keys = apply_rotary(dequantize_fp8(k8[h, block].T, k_scale[h, slots, None])[:, None], *turned(
                     torch.full((BS,), shift)))[:, 0]
             else:
                 keys = apply_rotary(k_pre[h, block][:, None], cos, sin)[:, 0]  # rotated at the new positions
