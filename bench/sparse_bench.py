@@ -148,10 +148,15 @@ def copying(engine: LLMEngine, ids: list[int], distance: int, found: list[tuple[
     in order? The last tokens before the prompt are the same `recent` code at every distance: the
     code just read sets the model's prior for parameter names (the same 20 trials at 3k copied 9 after
     one file and 7 after another), so only the distance differs between the runs compared."""
-    results = copy_trials(engine, ids[: distance - len(recent)] + recent, found)
+    results = copy_trials(engine, copying_context(ids, distance, recent), found)
     hits = sum(r["copied"] for r in results)
     return {"context": distance, "trials": len(found), "copied": hits, "rate": round(hits / len(found), 3),
             "median_cached_tokens": statistics.median(r["cached_tokens"] for r in results)}
+
+
+def copying_context(ids: list[int], distance: int, recent: list[int]) -> list[int]:
+    """`distance` tokens: the start of the long context (the signatures first), then the recent code."""
+    return ids[: distance - len(recent)] + recent
 
 
 def copy_trials(engine: LLMEngine, context: list[int], found: list[tuple[str, list[str]]]) -> list[dict]:

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import replace
 
-from sparse_bench import copy_trials, long_context, recent_code
+from sparse_bench import copy_trials, copying_context, long_context, recent_code
 
 from engine import EngineOptions, LLMEngine
 from engine.model_files import default_model_path
@@ -53,14 +53,14 @@ def main() -> None:
     if args.dense:
         engine = LLMEngine.load(model, EngineOptions(dtype="bf16", kv_cache_mib=1536))
         started = time.perf_counter()
-        report("dense", args.dense, copy_trials(engine, ids[: args.dense - len(recent)] + recent, found),
+        report("dense", args.dense, copy_trials(engine, copying_context(ids, args.dense, recent), found),
                time.perf_counter() - started)
         return
     base = engine.model.sparse
     for variant in args.variants.split(","):
         engine.model.set_sparse(replace(base, **VARIANTS[variant]))
         started = time.perf_counter()
-        results = copy_trials(engine, ids[: args.context - len(recent)] + recent, found)
+        results = copy_trials(engine, copying_context(ids, args.context, recent), found)
         report(variant, args.context, results, time.perf_counter() - started)
 
 

@@ -286,7 +286,8 @@ def packed_shifts(far: torch.Tensor, window_first: int, sink_blocks: int,
     return window_first - far.shape[1] + slot - far
 
 
-def packing_scores(shares: torch.Tensor, order: torch.Tensor, budget: int, config: SparseConfig) -> torch.Tensor | None:
+def packing_scores(shares: torch.Tensor, order: torch.Tensor, budget: int,
+                   config: SparseConfig) -> torch.Tensor | None:
     """The selected blocks' scores [Hkv, budget] (`order` best first) where packing goes by them."""
     return shares.gather(-1, order[:, :budget]) if config.pack_by_score else None
 

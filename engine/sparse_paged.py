@@ -208,8 +208,10 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
     # In the cache dtype: sinks and the best selected (far), then the window's newest part (near).
     far = torch.cat([layout.sinks.expand(expand), middle[chosen]], 1)  # [Hkv, Nf + band] logical, best first
-    scores = packing_scores(shares, order, budget, config)
-    shifts = packed_shifts(far, layout.window_first, layout.sink_blocks, scores) * bs if remap else None
+    shifts = None
+    if remap:
+        scores = packing_scores(shares, order, budget, config)
+        shifts = packed_shifts(far, layout.window_first, layout.sink_blocks, scores) * bs
     far_hi = far[:, : layout.sink_blocks + high]
     near_hi = window_hi.expand(expand)
     if fetch is not None:

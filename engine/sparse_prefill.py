@@ -57,7 +57,7 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
 
 
 def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, sink_blocks: int, window_first: int,
-                scale: float, config: SparseConfig) -> torch.Tensor:
+                scale: float, config: SparseConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The sinks, then the middle blocks that matter most to a sample of the chunk's queries, best first:
     [Hkv, N] logical, and those blocks' scores [Hkv, N - sinks]."""
     num_new, _num_heads, dim = q_far.shape
