@@ -127,8 +127,10 @@ class LayerStep:
         if self.sparse is not None and (num_tokens == 1 or isinstance(meta, BatchMetadata)):
             out = self._sparse_decode(q, qkv[:, : self.num_heads], k_cache, v_cache, meta, pools, fetch, prefetch)
         elif self.sparse is not None and pools is not None and self.sparse.remaps(meta.context_len):
+            memory = meta.sparse_budget.memory if meta.sparse_budget is not None else None
+            remember = functools.partial(memory.start, self.index) if memory is not None else None
             out = sparse_prefill(q, qkv[:, : self.num_heads], k, v, k_cache, v_cache, pools, meta, self.scale,
-                                 self.sparse, self.rope, fetch)
+                                 self.sparse, self.rope, fetch, remember)
         else:
             _fetch_context(fetch, meta)
             out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # [T, H, D]
@@ -152,9 +154,11 @@ class LayerStep:
             feedback = m.sparse_budget
             budget = feedback.budget(self.index, m.context_len) if feedback is not None else None
             probing = self.sparse.probe or (feedback is not None and feedback.probes_now(self.index, m.context_len))
+            memory = feedback.memory if feedback is not None else None
+            recall = functools.partial(memory.recall, self.index) if memory is not None else None
             if pools is not None:
                 done = sparse_paged_decode(q[i], k_cache, v_cache, pools, m, self.scale, self.sparse, budget, probing,
-                                           q_unrotated[i], self.rope, fetch, prefetch)
+                                           q_unrotated[i], self.rope, fetch, prefetch, recall)
                 if done is None:
                     _fetch_context(fetch, m)
                     outs.append(paged_attention(q[i : i + 1], None, None, k_cache, v_cache, m, self.scale)[0])
@@ -166,7 +170,7 @@ class LayerStep:
                 keys = gather_keys(k_cache, m, m.context_len)
                 values = gather_values(v_cache, m, m.context_len)
                 out, stats = sparse_decode(q[i], keys, values, self.scale, self.probing if probing else self.sparse,
-                                           budget, self.rope)
+                                           budget, self.rope, recall)
             self.counter.add(stats, self.index)
             if feedback is not None:
                 feedback.observe(self.index, stats, m.context_len)

@@ -50,13 +50,14 @@ class SparseConfig:
     remap_beyond: int | None = None  # longer contexts attend sinks and selected blocks packed before the window
     scan_tokens: int = 131072  # past the window, a middle up to this long is scored whole (`candidate_blocks`)
     pack_by_score: bool = False  # past the window, the best selected blocks nearest it (`packed_shifts`)
+    memory_decay: float = 0.0  # past the window, a block's decode score keeps this share of its last (sparse_memory.py)
     probe: bool = False  # probe every step: exact masses and an oracle's (benchmarks, tests)
 
     def __post_init__(self) -> None:
         bs = self.block_size
         assert self.sink_tokens % bs == 0 and self.window_tokens % bs == 0 and self.recent_tokens % bs == 0
         assert self.recent_tokens > 0  # more than the window: the whole window in the cache dtype
-        assert 0 <= self.high_precision_share <= 1 and self.candidates >= 1
+        assert 0 <= self.high_precision_share <= 1 and self.candidates >= 1 and 0 <= self.memory_decay < 1
         assert bs <= self.min_budget_tokens <= self.max_budget_tokens
 
     @property
@@ -317,10 +318,12 @@ def remap_keys(keys: torch.Tensor, before: int, distance: int, rope) -> torch.Te
 
 def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
                   config: SparseConfig = SparseConfig(), budget_tokens: int | None = None, rope=None,
-                  ) -> tuple[torch.Tensor, SparseStats]:
+                  recall=None) -> tuple[torch.Tensor, SparseStats]:
     """q [H, D]; keys, values [Hkv, T, D] (the sequence's cache, in order). Returns [H, D] and stats.
     `budget_tokens` overrides the config's (the feedback loop's current budget); `rope` (positions
-    -> cos, sin) remaps positions where `config.remaps` says so."""
+    -> cos, sin) remaps positions where `config.remaps` says so, and there `recall(blocks, shares)`
+    (the sequence's `SelectionMemory` of this layer) turns the candidates' shares into the scores
+    selected by."""
     num_heads, dim = q.shape
     num_kv_heads, length, _ = keys.shape
     group = num_heads // num_kv_heads
@@ -352,6 +355,8 @@ def sparse_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, sca
         logits = torch.einsum("hgd,htd->hgt", qg.float(), dequantize_fp8(k8, k_scale)) * scale
     lse_candidates = _block_lse(logits, finite, middle[candidates], bs)  # [Hkv, G, C]
     shares = candidate_shares(lse_candidates)
+    if remap and recall is not None:
+        shares = recall(middle[candidates], shares)
     order = shares.argsort(dim=-1, descending=True)
     chosen = candidates.gather(-1, order[:, :budget])  # [Hkv, budget] best first
     high = round(budget * config.high_precision_share)

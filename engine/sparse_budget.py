@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from engine.sparse_attention import SparseConfig, SparseCounter, SparseStats
+from engine.sparse_memory import SelectionMemory
 
 HEADROOM = 0.02  # above target + this, a layer gives a block back
 PROBE_SPAN = 8192  # tokens of context per probe_every steps
@@ -32,6 +33,11 @@ class SparseBudget:
     totals: SparseCounter = field(default_factory=SparseCounter)  # this request's sparse layer-steps
     captured_total: float = 0.0  # the mass the loop steered by, summed over them
     probes: int = 0  # scheduled probes taken
+    memory: SelectionMemory | None = None  # past the trained window, the blocks' remembered scores
+
+    def __post_init__(self) -> None:
+        if self.memory is None and self.config.memory_decay:
+            self.memory = SelectionMemory(self.config.memory_decay)
 
     @property
     def layer_steps(self) -> int:

@@ -164,7 +164,7 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
                         meta: AttentionMetadata, scale: float, config: SparseConfig,
                         budget_tokens: int | None = None, probe: bool = False,
                         q_unrotated: torch.Tensor | None = None, rope=None, fetch=None, prefetch=None,
-                        ) -> tuple[torch.Tensor, SparseStats] | None:
+                        recall=None) -> tuple[torch.Tensor, SparseStats] | None:
     """q [H, D] of one sequence's new token (already written, with its pools). None when the context
     is short enough for dense attention (the caller's path). All KV heads at once: every head reads
     the same number of whole blocks (only the last may be partial: it is masked). `probe` also reads
@@ -172,10 +172,12 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
     Where `config.remaps` the context, the middle is scored at distance `window_tokens`: against the
     unrotated keys, with `q_unrotated` rotated to that position (`rope`); the sinks and the selected
-    blocks are then attended packed just before the window (`packed_shifts`), which
-    keeps its true positions. Where the cache is tiered (engine/kv_tiers.py), `fetch(pool_blocks,
-    selected=False)` is told every block read in the cache dtype before it is read, and `prefetch`
-    the selected blocks ranked just below those: the likeliest to be read so by the next steps."""
+    blocks are then attended packed just before the window (`packed_shifts`), which keeps its true
+    positions; there `recall(blocks, shares)` (the sequence's `SelectionMemory` of this layer) turns
+    the candidates' shares into the scores selected by. Where the cache is tiered (engine/kv_tiers.py),
+    `fetch(pool_blocks, selected=False)` is told every block read in the cache dtype before it is read,
+    and `prefetch` the selected blocks ranked just below those: the likeliest to be read so by the next
+    steps."""
     length, bs = meta.context_len, meta.block_size
     if config.runs_dense(length):
         return None
@@ -200,6 +202,8 @@ def sparse_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     candidate_logits = far_pool.logits(q_far, pool_middle[candidates], bs, scale)  # [Hkv, G, C, bs]
     lse_candidates = candidate_logits.logsumexp(-1)
     shares = candidate_shares(lse_candidates)
+    if remap and recall is not None:
+        shares = recall(middle[candidates], shares)
     order = shares.argsort(dim=-1, descending=True)
     chosen = candidates.gather(-1, order[:, :budget])
     high = round(budget * config.high_precision_share)

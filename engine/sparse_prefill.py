@@ -9,7 +9,8 @@ context. So each chunk's queries attend, like a sparse decode step (`SparseConfi
   logits on the int8 keys of a few times the budget, or of every middle block up to `scan_tokens`;
   attention shares summed over queries and the GQA group), then read from the cache and moved to
   their packed positions.
-The three parts are merged by log-sum-exp.
+The three parts are merged by log-sum-exp. The middle blocks' mean shares over the sampled queries
+start the sequence's selection memory (`sparse_memory.py`), which the decode steps after it keep.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ SAMPLED_QUERIES = 32  # of a chunk's queries, scored against every middle block
 
 def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    k_cache: torch.Tensor, v_cache: torch.Tensor, pools: SparsePools, meta: AttentionMetadata,
-                   scale: float, config: SparseConfig, rope, fetch=None) -> torch.Tensor:
+                   scale: float, config: SparseConfig, rope, fetch=None, remember=None) -> torch.Tensor:
     """q [T, H, D] rotated at the chunk's positions, q_unrotated the same before RoPE; k, v [T, Hkv, D]
     of the chunk (already written, with the pools). Returns [T, H, D] in q's dtype. `fetch(pool_blocks)`,
-    where the cache is tiered, is told the blocks read from the cache before they are read."""
+    where the cache is tiered, is told the blocks read from the cache before they are read;
+    `remember(blocks, shares)` (`SelectionMemory.start` of this layer) the middle blocks' scores."""
     bs = meta.block_size
     start = meta.context_len - q.shape[0]
     sink_blocks = config.sink_tokens // bs
@@ -46,7 +48,7 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
         out, lse = merge_partials(out, lse, *grouped_attention(queries, keys, values, scale))
     if past:
         q_far = far_query(q_unrotated, config, rope).to(q.dtype)  # scored as if window_tokens away
-        far, shares = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config)
+        far, shares = _far_blocks(q_far, pools, meta.block_table, sink_blocks, window_first, scale, config, remember)
         shifts = packed_shifts(far, window_first, sink_blocks, shares if config.pack_by_score else None) * bs
         if fetch is not None:
             fetch(meta.block_table[far])
@@ -57,9 +59,10 @@ def sparse_prefill(q: torch.Tensor, q_unrotated: torch.Tensor, k: torch.Tensor, 
 
 
 def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, sink_blocks: int, window_first: int,
-                scale: float, config: SparseConfig) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: float, config: SparseConfig, remember=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The sinks, then the middle blocks that matter most to a sample of the chunk's queries, best first:
-    [Hkv, N] logical, and those blocks' scores [Hkv, N - sinks]."""
+    [Hkv, N] logical, and those blocks' scores [Hkv, N - sinks]; `remember` is told every candidate's
+    mean share over the sample."""
     num_new, _num_heads, dim = q_far.shape
     num_kv_heads = pools.unrotated.k_min.shape[0]
     sinks = torch.arange(sink_blocks).expand(num_kv_heads, -1)
@@ -75,5 +78,8 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     shares = torch.softmax(bounds.nan_to_num(-torch.inf), -1).nan_to_num(0.0).sum(1)  # [Hkv, M]
     candidates = candidate_blocks(shares, budget, config, remap=True)  # [Hkv, C]
     lse = pools.unrotated.logits(sample, pool_middle[candidates], config.block_size, scale).logsumexp(-1)
-    best = candidate_shares(lse).topk(budget, -1)
+    shares = candidate_shares(lse)  # [Hkv, C]
+    if remember is not None:
+        remember(middle[candidates], shares / rows.numel())
+    best = shares.topk(budget, -1)
     return torch.cat([sinks, middle[candidates.gather(-1, best.indices)]], 1), best.values

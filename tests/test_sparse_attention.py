@@ -293,19 +293,21 @@ def _remapping_engine(default_model, config: SparseConfig, remap_beyond: int, po
     return engine
 
 
-@pytest.mark.parametrize(("high_precision_share", "scan_tokens", "pack_by_score"),
-                         [(0.25, 131072, False), (1.0, 131072, False), (0.25, 0, False), (0.25, 131072, True)])
+@pytest.mark.parametrize(("high_precision_share", "scan_tokens", "pack_by_score", "memory_decay"),
+                         [(0.25, 131072, False, 0.0), (1.0, 131072, False, 0.0), (0.25, 0, False, 0.0),
+                          (0.25, 131072, True, 0.0), (0.25, 131072, True, 0.9)])
 def test_remapped_positions_in_the_paged_path_match_the_reference(default_model, high_precision_share,
-                                                                   scan_tokens, pack_by_score) -> None:
+                                                                   scan_tokens, pack_by_score, memory_decay) -> None:
     """Past `remap_beyond`, blocks are scored at distance window_tokens and attended packed before the
     window: the paged path (unrotated int8 pools, the query rotated there; blocks moved by their
     shifts) gives the reference's tokens (the whole cache re-rotated), with an FP8 band or none, every
-    middle block scored or Quest's bound preselecting, packed in text order or by score."""
+    middle block scored or Quest's bound preselecting, packed in text order or by score, with the
+    selection memory or without."""
     from engine import SamplingParams
 
     config = SparseConfig(sink_tokens=64, window_tokens=128, recent_tokens=64, budget_tokens=128, candidates=2,
                           target_mass=None, high_precision_share=high_precision_share, scan_tokens=scan_tokens,
-                          pack_by_score=pack_by_score)
+                          pack_by_score=pack_by_score, memory_decay=memory_decay)
     prompt = "".join(f"def function_{i}(value):\n    return value * {i}\n\n" for i in range(120))
     paged = _remapping_engine(default_model, config, 0)
     length = len(paged.encode(prompt))
@@ -366,13 +368,17 @@ def test_sparse_prefill_equals_attention_written_out(budget_blocks, by_score) ->
     pools.write(k, v, meta, cos, sin)
     start = length - chunk
     chunk_meta = AttentionMetadata.for_step(list(range(blocks)), start, chunk, bs)
+    remembered = []
     out = sparse_prefill(q[start:], q_pre[start:], k[start:], v[start:], k_cache, v_cache, pools, chunk_meta,
-                         dim ** -0.5, config, rope)
+                         dim ** -0.5, config, rope, remember=lambda blocks, scores: remembered.append((blocks, scores)))
 
     window_first = (start - 32) // bs  # the chunk's window starts on a block
     far, shares = _far_blocks(far_query(q_pre[start:], config, rope), pools, chunk_meta.block_table, 1,
                               window_first, dim ** -0.5, config)
     assert far.shape[1] == 1 + min(budget_blocks, window_first - 1)
+    [(blocks, scores)] = remembered  # every middle block, with its mean share over the sampled queries
+    assert sorted(blocks[0].tolist()) == list(range(1, window_first))
+    torch.testing.assert_close(scores.sum(-1), torch.full((kv_heads,), heads / kv_heads))  # shares of a group
     expected = torch.empty(chunk, heads, dim)
     for h in range(heads):
         kv = h // (heads // kv_heads)
@@ -408,3 +414,56 @@ def test_packing_puts_the_sinks_first_then_the_selected_in_text_order_or_by_scor
     slots = far + packed_shifts(far, 40, sink_blocks=2, shares=shares)
     assert slots.tolist() == [[35, 36, 39, 38, 37], [35, 36, 39, 37, 38]]
     assert packed_shifts(far, 40, 2, shares)[0, 3] == -1  # block 39, second best: one slot back
+
+
+def test_the_selection_memory_keeps_a_decaying_score_for_the_blocks_found_before() -> None:
+    """A decode step selects by the larger of a block's share now and the decayed score remembered;
+    blocks not scored decay; a prefill chunk starts the memory afresh; the table grows with the context."""
+    from engine.sparse_memory import SelectionMemory
+
+    def close(got, expected):
+        torch.testing.assert_close(got, torch.tensor(expected))
+
+    memory = SelectionMemory(0.5)
+    memory.start(3, torch.tensor([[1, 2, 3]]), torch.tensor([[0.8, 0.1, 0.1]]))
+    close(memory.recall(3, torch.tensor([[1, 2, 3]]), torch.tensor([[0.1, 0.7, 0.2]])), [[0.4, 0.7, 0.2]])
+    close(memory.recall(3, torch.tensor([[2, 4]]), torch.tensor([[0.0, 0.5]])), [[0.35, 0.5]])
+    close(memory.scores[3], [[0.0, 0.2, 0.35, 0.1, 0.5]])  # blocks 1 and 3 decayed, unscored
+    memory.start(3, torch.tensor([[1]]), torch.tensor([[0.3]]))
+    close(memory.scores[3], [[0.0, 0.3]])
+    assert 7 not in memory.scores
+
+
+def test_past_the_trained_window_the_memory_keeps_the_block_the_prompt_found() -> None:
+    """Step one's query points at one far block; step two's points nowhere in particular. Selecting
+    one block, step two keeps the first one's block with the memory (capturing less of its own mass
+    than the oracle would) and picks its own best block without it (the oracle's choice)."""
+    from engine.config import ModelConfig
+    from engine.rope import RotaryEmbedding, apply_rotary
+    from engine.sparse_memory import SelectionMemory
+
+    dim, bs, length = 32, 16, 512
+    rope = RotaryEmbedding(ModelConfig(arch="llama", vocab_size=10, hidden_size=dim, num_layers=1, num_heads=1,
+                                       num_kv_heads=1, intermediate_size=8, max_position=64), length)
+    config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=64, recent_tokens=16, budget_tokens=16,
+                          min_budget_tokens=16, candidates=1, target_mass=None, remap_beyond=128, probe=True)
+    g = torch.Generator().manual_seed(0)
+    first, second = torch.randn(2, 1, dim, generator=g)
+    scored = torch.randn(1, length, dim, generator=g) * 0.5  # the keys as the scorer sees them (distance 64)
+    needle = 9
+    scored[0, needle * bs + 5] = 8 * first[0] / first[0].norm()
+    window_first = (length - config.window_tokens) // bs
+    shift = length - 1 - config.window_tokens - torch.arange(window_first * bs)  # what remapping moves them by
+    keys = scored.clone()
+    cos, sin = rope(shift)
+    keys[0, : window_first * bs] = apply_rotary(scored[0, : window_first * bs, None], cos, -sin)[:, 0]
+    values = torch.randn(1, length, dim, generator=g)
+
+    def steps(memory):
+        recall = (lambda blocks, shares: memory.recall(0, blocks, shares)) if memory else None
+        sparse_decode(first, keys, values, 1.0, config, rope=rope, recall=recall)
+        return sparse_decode(second, keys, values, 1.0, config, rope=rope, recall=recall)[1].probe
+
+    fresh, kept = steps(None), steps(SelectionMemory(0.9))
+    assert fresh["captured"] == pytest.approx(fresh["oracle"])  # step two's own best block
+    assert kept["captured"] < fresh["captured"] - 0.01  # the needle's block, which step two cares less for
