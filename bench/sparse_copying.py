@@ -23,11 +23,12 @@ from engine import EngineOptions, LLMEngine
 from engine.model_files import default_model_path
 
 VARIANTS = {
-    "default": {},
+    "default": {},  # packed by score, the selection remembered, 512 tokens selected per decode step
     "quest": {"scan_tokens": 0},  # Quest's bound preselects 4x the budget at every length
     "no-fp8": {"high_precision_share": 1.0},
-    "budget-2048": {"min_budget_tokens": 2048},
-    "by-score": {"pack_by_score": True},  # the best selected blocks nearest the window
+    "budget-1024": {"remap_budget_tokens": 1024},
+    "text-order": {"pack_by_score": False},  # the selected blocks packed in text order
+    "no-memory": {"memory_decay": 0.0},  # each decode step selects afresh
 }
 
 

@@ -109,7 +109,12 @@ class LLMEngine:
         self.scheduler = Scheduler(self.blocks, self._prefill_step, self._decode_step,
                                    prefill_chunk=options.prefill_chunk, max_batch=options.max_batch,
                                    restore=persistence.restore if persistence else None,
-                                   persist=persistence.persist if persistence else None)
+                                   persist=persistence.persist if persistence else None,
+                                   chunk_sensitive=self._prefills_sparsely)
+
+    def _prefills_sparsely(self, length: int) -> bool:
+        """Past the trained window each prefill chunk selects the blocks it attends (sparse_prefill.py)."""
+        return self.model.sparse is not None and self.model.sparse.remaps(length)
 
     def _device_tier(self) -> DeviceTier:
         """A bounded device tier; refused when it cannot hold one step's reads, or the disk one context."""

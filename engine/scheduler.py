@@ -89,10 +89,14 @@ DecodeStep = Callable[[list[Request]], torch.Tensor]
 class Scheduler:
     def __init__(self, blocks: BlockManager, prefill: PrefillStep, decode: DecodeStep, *,
                  prefill_chunk: int, max_batch: int, restore: Callable[[Sequence], int] | None = None,
-                 persist: Callable[[Sequence, int], None] | None = None) -> None:
+                 persist: Callable[[Sequence, int], None] | None = None,
+                 chunk_sensitive: Callable[[int], bool] = lambda length: False) -> None:
         self.blocks, self._prefill, self._decode = blocks, prefill, decode
         self._restore, self._persist = restore, persist  # the disk tier (engine/kv_persist.py), when on
         self.prefill_chunk, self.max_batch = prefill_chunk, max_batch
+        # Whether a prompt this long prefills differently when chunked differently (sparse prefill selects
+        # per chunk): then its chunks keep one grid, and a cached prefix is reused up to a grid line only.
+        self.chunk_sensitive = chunk_sensitive
         self._waiting: deque[Request] = deque()
         self._admitting: Request | None = None
         self._running: list[Request] = []
@@ -165,7 +169,8 @@ class Scheduler:
                 return
             request = self._waiting[0]
         seq = request.seq
-        request.stats.num_cached_tokens = seq.reuse_prefix(self.blocks)
+        grid = self.prefill_chunk if self.chunk_sensitive(len(seq)) else 0
+        request.stats.num_cached_tokens = seq.reuse_prefix(self.blocks, grid)
         try:
             seq.reserve(self.blocks, request.max_len)
         except KVCacheFullError as e:
@@ -194,7 +199,7 @@ class Scheduler:
                 self._admitting = None
                 self._finish(request, "cancelled")
                 return
-            end = min(seq.num_computed + self.prefill_chunk, len(seq))
+            end = min((seq.num_computed // self.prefill_chunk + 1) * self.prefill_chunk, len(seq))  # on the grid
             request.logits = self._prefill(request, seq.num_computed, end)
             if self._persist is not None:  # as chunks complete: the writer keeps pace with the prefill
                 self._persist(seq, seq.num_computed)

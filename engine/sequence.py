@@ -20,15 +20,21 @@ class Sequence:
     def __len__(self) -> int:
         return len(self.token_ids)
 
-    def reuse_prefix(self, blocks: BlockManager) -> int:
+    def reuse_prefix(self, blocks: BlockManager, grid: int = 0) -> int:
         """Attaches cached blocks of the longest shared prefix; returns the tokens they cover.
 
-        At least one prompt token is always recomputed: its logits start the generation.
+        At least one prompt token is always recomputed: its logits start the generation. With a
+        `grid`, the prefix ends on a multiple of it: the blocks after were computed in a shorter chunk.
         """
         block_ids, last_hash = blocks.match_prefix(self.token_ids)
         if block_ids and len(block_ids) * blocks.block_size >= len(self.token_ids):
             blocks.release(block_ids[-1:])
             block_ids = block_ids[:-1]
+            last_hash = blocks.block_hashes[block_ids[-1]] if block_ids else b""
+        if grid and len(block_ids) * blocks.block_size % grid:
+            keep = len(block_ids) * blocks.block_size // grid * grid // blocks.block_size
+            blocks.release(block_ids[keep:])
+            block_ids = block_ids[:keep]
             last_hash = blocks.block_hashes[block_ids[-1]] if block_ids else b""
         self.block_ids = block_ids
         self.num_sealed = len(block_ids)

@@ -7,7 +7,7 @@ of a layer per 8k tokens of context) measures it exactly, and the gap seen there
 The budget grows by a quarter when the mass falls short and shrinks by one block when it clears the
 target with room to spare (additive decrease: a layer that needs its blocks gets them back fast).
 
-Past the trained window (`SparseConfig.remaps`) the budget holds still at the loop's floor
+Past the trained window (`SparseConfig.remaps`) the budget holds still, below the loop's floor
 (`SparseConfig.remapped_budget_tokens`): blocks are scored as if at one distance but attended packed
 elsewhere, so the mass the scorer sees is not the mass attended; and a budget that grew with the
 context would make the cost of a step grow with it.
@@ -33,7 +33,7 @@ class SparseBudget:
     totals: SparseCounter = field(default_factory=SparseCounter)  # this request's sparse layer-steps
     captured_total: float = 0.0  # the mass the loop steered by, summed over them
     probes: int = 0  # scheduled probes taken
-    memory: SelectionMemory | None = None  # past the trained window, the blocks' remembered scores
+    memory: SelectionMemory | None = None  # past the trained window, the blocks' remembered scores (none: 0 decay)
 
     def __post_init__(self) -> None:
         if self.memory is None and self.config.memory_decay:

@@ -7,7 +7,7 @@ scored afresh at each step, that block gives way to the many others such tokens 
 layer-heads selecting it fell from ~0.3 at the prompt to ~0.1 two tokens later). So a decode step
 scores each block by the larger of its stage-two share now and `SparseConfig.memory_decay` times
 its score at the previous step, per layer and KV head; a prefill chunk (the prompt, where the
-prefix is cached) starts the memory afresh with its sampled queries' mean shares.
+prefix is cached) starts the memory afresh with each block's largest share of one of its queries.
 """
 
 from __future__ import annotations

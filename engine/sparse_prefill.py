@@ -9,8 +9,9 @@ context. So each chunk's queries attend, like a sparse decode step (`SparseConfi
   logits on the int8 keys of a few times the budget, or of every middle block up to `scan_tokens`;
   attention shares summed over queries and the GQA group), then read from the cache and moved to
   their packed positions.
-The three parts are merged by log-sum-exp. The middle blocks' mean shares over the sampled queries
-start the sequence's selection memory (`sparse_memory.py`), which the decode steps after it keep.
+The three parts are merged by log-sum-exp. Each middle block's largest share of one sampled query
+(summed over the GQA group) starts the sequence's selection memory (`sparse_memory.py`), which the
+decode steps after it keep: the name just typed finds its block in a query or two, not on average.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
                 scale: float, config: SparseConfig, remember=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The sinks, then the middle blocks that matter most to a sample of the chunk's queries, best first:
     [Hkv, N] logical, and those blocks' scores [Hkv, N - sinks]; `remember` is told every candidate's
-    mean share over the sample."""
+    largest share of one sampled query."""
     num_new, _num_heads, dim = q_far.shape
     num_kv_heads = pools.unrotated.k_min.shape[0]
     sinks = torch.arange(sink_blocks).expand(num_kv_heads, -1)
@@ -79,7 +80,8 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     candidates = candidate_blocks(shares, budget, config, remap=True)  # [Hkv, C]
     lse = pools.unrotated.logits(sample, pool_middle[candidates], config.block_size, scale).logsumexp(-1)
     shares = candidate_shares(lse)  # [Hkv, C]
-    if remember is not None:
-        remember(middle[candidates], shares / rows.numel())
+    if remember is not None:  # each block's largest group share of one query: the one that found it
+        per_query = torch.softmax(lse, -1).nan_to_num(0.0).view(num_kv_heads, rows.numel(), -1, lse.shape[-1])
+        remember(middle[candidates], per_query.sum(2).amax(1))
     best = shares.topk(budget, -1)
     return torch.cat([sinks, middle[candidates.gather(-1, best.indices)]], 1), best.values

@@ -35,6 +35,18 @@ def test_shared_prefix_reuses_blocks_and_keeps_one_token_to_compute():
     assert exact.reuse_prefix(blocks) == 4
 
 
+def test_a_prefix_reused_on_a_grid_ends_on_a_grid_line_and_gives_the_rest_back():
+    """Where a prompt prefills sparsely, its chunks keep one grid: blocks cached past the last grid
+    line were computed in a shorter chunk, so they are recomputed (and their references dropped)."""
+    blocks = BlockManager(num_blocks=16, block_size=BS)
+    run(blocks, list(range(14))).free(blocks)  # 3 full blocks cached
+    held = Sequence(list(range(14)) + [99])
+    assert held.reuse_prefix(blocks, grid=2 * BS) == 2 * BS
+    assert len(held.block_ids) == 2 and held.num_sealed == 2
+    assert Sequence(list(range(14)) + [99]).reuse_prefix(blocks) == 3 * BS  # the third stays cached for others
+    assert Sequence(list(range(14)) + [99]).reuse_prefix(blocks, grid=4 * BS) == 0
+
+
 def test_different_prefix_shares_nothing():
     blocks = BlockManager(num_blocks=16, block_size=BS)
     run(blocks, list(range(12))).free(blocks)

@@ -376,9 +376,11 @@ def test_sparse_prefill_equals_attention_written_out(budget_blocks, by_score) ->
     far, shares = _far_blocks(far_query(q_pre[start:], config, rope), pools, chunk_meta.block_table, 1,
                               window_first, dim ** -0.5, config)
     assert far.shape[1] == 1 + min(budget_blocks, window_first - 1)
-    [(blocks, scores)] = remembered  # every middle block, with its mean share over the sampled queries
+    [(blocks, scores)] = remembered  # every middle block, with its largest share of one sampled query
     assert sorted(blocks[0].tolist()) == list(range(1, window_first))
-    torch.testing.assert_close(scores.sum(-1), torch.full((kv_heads,), heads / kv_heads))  # shares of a group
+    group = heads // kv_heads
+    assert (scores <= group + 1e-6).all() and (scores.sum(-1) >= group - 1e-6).all()  # a query's shares sum to G
+    assert (scores.sum(-1) > group + 0.1).all()  # different queries find different blocks
     expected = torch.empty(chunk, heads, dim)
     for h in range(heads):
         kv = h // (heads // kv_heads)
