@@ -29,6 +29,7 @@ VARIANTS = {
     "budget-1024": {"remap_budget_tokens": 1024},
     "text-order": {"pack_by_score": False},  # the selected blocks packed in text order
     "no-memory": {"memory_decay": 0.0},  # each decode step selects afresh
+    "memory-0.97": {"memory_decay": 0.97},  # a longer memory
 }
 
 
