@@ -110,17 +110,33 @@ def test_int8_keys_are_scored_within_their_rounding() -> None:
     assert ((scored - exact).abs() <= 0.02 * row_size).all()
 
 
+def _one_head_rope(dim: int, length: int):
+    from engine.config import ModelConfig
+    from engine.rope import RotaryEmbedding
+
+    return RotaryEmbedding(ModelConfig(arch="llama", vocab_size=10, hidden_size=dim, num_layers=1, num_heads=1,
+                                       num_kv_heads=1, intermediate_size=8, max_position=64), length)
+
+
+def _cached_keys(scored: torch.Tensor, before: int, config: SparseConfig, rope) -> torch.Tensor:
+    """Keys [1, T, D] as the cache holds them (rotated at their positions) whose first `before` read as
+    `scored` once remapping moves them to distance window_tokens from the last position's query."""
+    from engine.rope import apply_rotary
+
+    shift = scored.shape[1] - 1 - config.window_tokens - torch.arange(before)  # what remapping moves them by
+    cos, sin = rope(shift)
+    keys = scored.clone()
+    keys[0, :before] = apply_rotary(scored[0, :before, None], cos, -sin)[:, 0]
+    return keys
+
+
 def test_past_the_window_every_middle_block_is_scored_where_the_bound_misses_the_one_that_matters() -> None:
     """Decoy blocks whose channel-wise extremes come from different tokens have a large Quest bound
     and small logits; the block that matters holds one key along the query. Past the trained window
     stage two scores every middle block (`scan_tokens`) and selects it; with the bound preselecting
     it is missed. Probes measure the attention mass each selection captures, at the scored distance."""
-    from engine.config import ModelConfig
-    from engine.rope import RotaryEmbedding, apply_rotary
-
     dim, bs, length = 32, 16, 512
-    rope = RotaryEmbedding(ModelConfig(arch="llama", vocab_size=10, hidden_size=dim, num_layers=1, num_heads=1,
-                                       num_kv_heads=1, intermediate_size=8, max_position=64), length)
+    rope = _one_head_rope(dim, length)
     config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=64, recent_tokens=16, budget_tokens=32,
                           min_budget_tokens=16, candidates=1, target_mass=None, remap_beyond=128, probe=True)
     g = torch.Generator().manual_seed(0)
@@ -132,10 +148,7 @@ def test_past_the_window_every_middle_block_is_scored_where_the_bound_misses_the
     needle = 17
     scored[0, needle * bs + 5] = 8 * q[0] / q[0].norm()
     window_first = (length - config.window_tokens) // bs
-    shift = length - 1 - config.window_tokens - torch.arange(window_first * bs)  # what remapping moves them by
-    keys = scored.clone()
-    cos, sin = rope(shift)
-    keys[0, : window_first * bs] = apply_rotary(scored[0, : window_first * bs, None], cos, -sin)[:, 0]
+    keys = _cached_keys(scored, window_first * bs, config, rope)
     values = torch.randn(1, length, dim, generator=g)
     kmin, kmax = block_bounds(scored, bs)
     bounds = quest_bound(q.view(1, 1, dim), kmin, kmax, 1.0)[0]
@@ -440,13 +453,10 @@ def test_past_the_trained_window_the_memory_keeps_the_block_the_prompt_found() -
     """Step one's query points at one far block; step two's points nowhere in particular. Selecting
     one block, step two keeps the first one's block with the memory (capturing less of its own mass
     than the oracle would) and picks its own best block without it (the oracle's choice)."""
-    from engine.config import ModelConfig
-    from engine.rope import RotaryEmbedding, apply_rotary
     from engine.sparse_memory import SelectionMemory
 
     dim, bs, length = 32, 16, 512
-    rope = RotaryEmbedding(ModelConfig(arch="llama", vocab_size=10, hidden_size=dim, num_layers=1, num_heads=1,
-                                       num_kv_heads=1, intermediate_size=8, max_position=64), length)
+    rope = _one_head_rope(dim, length)
     config = SparseConfig(block_size=bs, sink_tokens=16, window_tokens=64, recent_tokens=16, budget_tokens=16,
                           min_budget_tokens=16, candidates=1, target_mass=None, remap_beyond=128, probe=True)
     g = torch.Generator().manual_seed(0)
@@ -455,10 +465,7 @@ def test_past_the_trained_window_the_memory_keeps_the_block_the_prompt_found() -
     needle = 9
     scored[0, needle * bs + 5] = 8 * first[0] / first[0].norm()
     window_first = (length - config.window_tokens) // bs
-    shift = length - 1 - config.window_tokens - torch.arange(window_first * bs)  # what remapping moves them by
-    keys = scored.clone()
-    cos, sin = rope(shift)
-    keys[0, : window_first * bs] = apply_rotary(scored[0, : window_first * bs, None], cos, -sin)[:, 0]
+    keys = _cached_keys(scored, window_first * bs, config, rope)
     values = torch.randn(1, length, dim, generator=g)
 
     def steps(memory):
