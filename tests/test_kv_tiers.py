@@ -90,8 +90,11 @@ def test_bounded_device_and_host_tiers_give_the_tokens_of_an_unbounded_cache(def
     assert generate(bounded) == unbounded
     assert bounded.tier.stats.device_peak <= BUDGET_MIB << 20 and bounded.host.stats.host_peak <= HOST_MIB << 20
 
-    # Dropped, the engine is freed and its prefetching reader stops (it holds the tier weakly).
-    reader, dropped = bounded.tier._reader, weakref.ref(bounded)
+    # Dropped, the engine is freed and its prefetching reader stops (it holds the tier weakly). The
+    # scheduler's loop ends once idle; until then its last iteration holds the engine: wait for it.
+    reader, dropped, loop = bounded.tier._reader, weakref.ref(bounded), bounded.scheduler._thread
+    if loop is not None:
+        loop.join(10)
     del bounded
     gc.collect()
     reader.join(10)
