@@ -25,8 +25,8 @@ class SelectionMemory:
 
     def start(self, layer: int, blocks: torch.Tensor, shares: torch.Tensor) -> None:
         """A prefill chunk's scores of logical blocks [Hkv, C] replace what the layer remembered."""
-        self.scores[layer] = torch.zeros(blocks.shape[0], int(blocks.max()) + 1 if blocks.numel() else 0)
-        self.scores[layer].scatter_(1, blocks, shares.float())
+        self.scores.pop(layer, None)
+        self._sized(layer, blocks).scatter_(1, blocks, shares.float())
 
     def recall(self, layer: int, blocks: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
         """A decode step's shares of logical blocks [Hkv, C] -> the scores to select by: each the larger
