@@ -27,6 +27,8 @@ VARIANTS = {
     "quest": {"scan_tokens": 0},  # Quest's bound preselects 4x the budget at every length
     "no-fp8": {"high_precision_share": 1.0},
     "budget-1024": {"remap_budget_tokens": 1024},
+    "budget-384": {"remap_budget_tokens": 384},
+    "budget-256": {"remap_budget_tokens": 256},
     "text-order": {"pack_by_score": False},  # the selected blocks packed in text order
     "no-memory": {"memory_decay": 0.0},  # each decode step selects afresh
     "memory-0.97": {"memory_decay": 0.97},  # a longer memory
