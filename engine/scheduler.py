@@ -22,7 +22,6 @@ import torch
 
 from engine.block_manager import BlockManager, KVCacheFullError
 from engine.errors import EngineError
-from engine.openmp import release_workers
 from engine.sampling import SamplingParams, sample
 from engine.sequence import Sequence
 from engine.text_stream import TextStream
@@ -114,7 +113,6 @@ class Scheduler:
         return len(self._running) + (self._admitting is not None)
 
     def submit(self, request: Request) -> None:
-        release_workers()  # this thread waits while the loop computes: its OpenMP team would slow the loop's
         with self._wake:
             self._waiting.append(request)
             if self._thread is None:
