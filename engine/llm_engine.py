@@ -19,6 +19,7 @@ from engine.kv_host import HOST_COUNTERS, HostTier, HostTierNeedsSparseError, ho
 from engine.kv_persist import KVPersistence
 from engine.kv_tiers import TIER_COUNTERS, DeviceTier, DiskTierTooSmallError, TieringNeedsSparseError
 from engine.model import Transformer, required_tensor_names
+from engine.openmp import release_workers
 from engine.prompt import Prompt
 from engine.prompt_format import build_fim_prompt, render_chat
 from engine.quantize import add_int8_decode_weights
@@ -149,7 +150,9 @@ class LLMEngine:
         model_id = checkpoint.model_id  # keys cached KV: other weights, another id
         if options.adapter is not None:  # its digest: a retrained adapter of the same name is other weights
             model_id += "+" + adapter_digest(Path(options.adapter))[:16]
-        return cls(model, checkpoint.tokenizer, model_id, options)
+        engine = cls(model, checkpoint.tokenizer, model_id, options)
+        release_workers()  # the scheduler's loop computes from here on (engine/openmp.py)
+        return engine
 
     @property
     def queued_requests(self) -> int:
