@@ -6,8 +6,8 @@ outnumber the CPUs, libgomp throttles the spinning, and each small parallel kern
 workers to wake. Decode's int8 GEMVs take ~50 µs each: with the loading thread's team alive beside
 the scheduler loop's, a decode step at 2k took 29 ms instead of 18 (2 cores, measured), as if one
 thread ran it. So the loading thread frees its team (`omp_pause_resource_all`, OpenMP 5.0) and leaves
-the CPUs' workers to the loop. Not on every submit: the submitting threads then rebuilt teams per request,
-and 50 chat clients were served out of arrival order (tests/chat/test_load.py).
+the CPUs' workers to the loop. Not on every submit as well: tried, 50 chat clients were then served out
+of arrival order (tests/chat/test_load.py; why, not yet understood).
 """
 
 import ctypes
