@@ -10,7 +10,6 @@ next time the prefix is served).
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
 
@@ -21,6 +20,7 @@ from engine.block_manager import block_hash
 from engine.kv_cache import KVCache
 from engine.kv_disk import CHUNK_BLOCKS, DiskKVStore
 from engine.rope import RotaryEmbedding
+from engine.scheduler import at_exit_after_loops
 from engine.sequence import Sequence
 
 QUEUE_CHUNKS = 64  # snapshots waiting for the writer (~6 MB each for the default model in bf16)
@@ -116,7 +116,7 @@ class KVPersistence:
                 self._writer = threading.Thread(target=_write_loop, args=(self._queue, self.store),
                                                 name="kv-disk-writer", daemon=True)
                 self._writer.start()
-                atexit.register(self._queue.join)  # a short-lived process (`zhiyin generate`) still leaves its chunks
+                at_exit_after_loops(self._queue.join)  # a short-lived process (`zhiyin generate`) leaves its chunks
             try:
                 self._queue.put_nowait(snapshot)
             except queue.Full:

@@ -6,10 +6,15 @@ one prefill chunk of the request being admitted (all of its prefill at once when
 running), then one decode step for every running request together: the weights are read once for
 the whole batch, which is where a memory-bound CPU or GPU gains. Requests leave between steps when
 they finish, are cancelled, or their reader goes away.
+
+At interpreter exit the loops cancel their requests and are joined: a daemon thread still inside a
+torch operator when the interpreter finalizes is killed in C++ and aborts the process ("terminate
+called without an active exception", exit status 134).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -27,6 +32,25 @@ from engine.sequence import Sequence
 from engine.text_stream import TextStream
 
 log = logging.getLogger(__name__)
+
+EXIT_JOIN_S = 30.0  # the longest a loop is waited for at exit: one prefill chunk of a long prompt
+_exiting = threading.Event()
+_loops: set[threading.Thread] = set()  # the running loops of every scheduler
+_after_loops: list[Callable[[], None]] = []
+
+
+def at_exit_after_loops(fn: Callable[[], None]) -> None:
+    """Runs `fn` at interpreter exit once every loop has stopped (e.g. flushing what they queued)."""
+    _after_loops.append(fn)
+
+
+@atexit.register
+def _stop_loops() -> None:
+    _exiting.set()
+    for thread in list(_loops):
+        thread.join(EXIT_JOIN_S)
+    for fn in _after_loops:
+        fn()
 
 
 @dataclass
@@ -77,7 +101,7 @@ class Request:
 
     @property
     def stopped(self) -> bool:
-        return self.cancel.is_set() or self.abandoned.is_set()
+        return self.cancel.is_set() or self.abandoned.is_set() or _exiting.is_set()
 
 
 # The model steps the scheduler calls: prefill (request, start, end) -> last logits [V];
@@ -117,6 +141,7 @@ class Scheduler:
             self._waiting.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="zhiyin-engine-loop", daemon=True)
+                _loops.add(self._thread)
                 self._thread.start()
             self._wake.notify()
 
@@ -128,6 +153,7 @@ class Scheduler:
         while True:
             with self._wake:
                 if not (self._waiting or self._admitting or self._running):
+                    _loops.discard(self._thread)
                     self._thread = None
                     return
             try:

@@ -58,6 +58,21 @@ def test_a_new_process_restores_the_prefix_from_disk(default_model, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_process_that_exits_mid_generation_exits_cleanly_and_leaves_its_chunks(default_model, tmp_path):
+    """The engine loop is still decoding when the interpreter exits: it is stopped and joined (a daemon
+    thread inside torch at finalization aborts the process, status 134), then the queued chunks are written."""
+    code = ("import sys; from pathlib import Path; from engine import EngineOptions, LLMEngine, SamplingParams;"
+            "from engine.model_files import default_model_path;"
+            "e = LLMEngine.load(default_model_path(), EngineOptions(kv_disk_dir=Path(sys.argv[1]), kv_cache_mib=64));"
+            "g = e.generate(sys.argv[2], SamplingParams(max_tokens=500, ignore_eos=True)); next(g); next(g);"
+            "print(len(e.encode(sys.argv[2])), flush=True); sys.exit(0)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), PROMPT], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(chunk_files(tmp_path)) == int(done.stdout) // 256 >= 4
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "flipped"])
 def test_a_damaged_chunk_is_recomputed_and_the_output_unchanged(default_model, tmp_path, damage):
     first = engine_with_disk(default_model, tmp_path)
