@@ -71,8 +71,9 @@ async def receive(ws, *types: str, timeout: float = 120) -> dict:
             return message
 
 
-async def turn(ws, turn_id: str, text: str, **fields) -> tuple[list[str], dict]:
-    """Sends a chat message; the streamed tokens and the final message (done or error)."""
+async def turn(ws, turn_id: str, text: str, on_first_token=None, **fields) -> tuple[list[str], dict]:
+    """Sends a chat message; the streamed tokens and the final message (done or error).
+    `on_first_token()` is called as the first token arrives."""
     await ws.send(json.dumps({"type": "chat", "id": turn_id, "text": text, **fields}))
     tokens = []
     while True:
@@ -80,6 +81,8 @@ async def turn(ws, turn_id: str, text: str, **fields) -> tuple[list[str], dict]:
         if message.get("id") != turn_id:
             continue
         if message["type"] == "token":
+            if not tokens and on_first_token is not None:
+                on_first_token()
             tokens.append(message["text"])
         elif message["type"] in ("done", "error"):
             return tokens, message
