@@ -32,6 +32,7 @@ VARIANTS = {
     "text-order": {"pack_by_score": False},  # the selected blocks packed in text order
     "no-memory": {"memory_decay": 0.0},  # each decode step selects afresh
     "memory-0.97": {"memory_decay": 0.97},  # a longer memory
+    "prefill-largest": {"prefill_by_largest": True},  # changes the prefill: one variant per process
 }
 
 

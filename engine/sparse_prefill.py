@@ -79,9 +79,11 @@ def _far_blocks(q_far: torch.Tensor, pools: SparsePools, table: torch.Tensor, si
     shares = torch.softmax(bounds.nan_to_num(-torch.inf), -1).nan_to_num(0.0).sum(1)  # [Hkv, M]
     candidates = candidate_blocks(shares, budget, config, remap=True)  # [Hkv, C]
     lse = pools.unrotated.logits(sample, pool_middle[candidates], config.block_size, scale).logsumexp(-1)
-    shares = candidate_shares(lse)  # [Hkv, C]
-    if remember is not None:  # each block's largest group share of one query: the one that found it
-        per_query = torch.softmax(lse, -1).nan_to_num(0.0).view(num_kv_heads, rows.numel(), -1, lse.shape[-1])
-        remember(middle[candidates], per_query.sum(2).amax(1))
+    per_query = candidate_shares(lse.view(num_kv_heads, rows.numel(), -1, lse.shape[-1]).flatten(0, 1))
+    per_query = per_query.view(num_kv_heads, rows.numel(), -1)  # [Hkv, S, C]: each query's group share
+    largest = per_query.amax(1)  # each block's largest share of one query: the one that found it
+    shares = largest if config.prefill_by_largest else per_query.sum(1)  # [Hkv, C]
+    if remember is not None:
+        remember(middle[candidates], largest)
     best = shares.topk(budget, -1)
     return torch.cat([sinks, middle[candidates.gather(-1, best.indices)]], 1), best.values
