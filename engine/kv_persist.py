@@ -47,14 +47,17 @@ class KVPersistence:
         self._queue: queue.Queue = queue.Queue(QUEUE_CHUNKS)
         self._writer: threading.Thread | None = None  # started with the first chunk to write
 
-    def restore(self, seq: Sequence) -> int:
+    def restore(self, seq: Sequence, grid: int = 0) -> int:
         """Copies the chunks on disk that continue `seq`'s computed prefix into its (reserved) blocks;
-        returns the tokens restored. The last prompt token is always left to compute."""
+        returns the tokens restored. The last prompt token is always left to compute. With a `grid`
+        (the prompt prefills differently when chunked differently), up to a grid line only, so the
+        rest prefills in a cold run's chunks (exactly where the grid is a multiple of the chunk)."""
         bs = self.kv.block_size
         hashes = block_hashes(seq.token_ids, bs)
         restored_from = rebuilt = seq.num_computed // bs  # blocks before it are in memory already
         chunk = restored_from // CHUNK_BLOCKS
-        while (chunk + 1) * self.chunk_tokens < len(seq):
+        end = (len(seq) - 1) // grid * grid if grid else len(seq) - 1
+        while (chunk + 1) * self.chunk_tokens <= end:
             loaded = self.store.load(hashes[(chunk + 1) * CHUNK_BLOCKS - 1], self.k_shape, self.v_shape)
             if loaded is None:
                 break

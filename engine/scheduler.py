@@ -112,7 +112,7 @@ DecodeStep = Callable[[list[Request]], torch.Tensor]
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, prefill: PrefillStep, decode: DecodeStep, *,
-                 prefill_chunk: int, max_batch: int, restore: Callable[[Sequence], int] | None = None,
+                 prefill_chunk: int, max_batch: int, restore: Callable[[Sequence, int], int] | None = None,
                  persist: Callable[[Sequence, int], None] | None = None,
                  chunk_sensitive: Callable[[int], bool] = lambda length: False) -> None:
         self.blocks, self._prefill, self._decode = blocks, prefill, decode
@@ -212,7 +212,7 @@ class Scheduler:
         request.started = time.perf_counter()
         request.stats.queue_s = request.started - request.submitted
         if self._restore is not None:  # counted in the time to first token
-            restored = self._restore(seq)
+            restored = self._restore(seq, grid)
             request.stats.num_cached_tokens += restored
             request.stats.num_disk_tokens = restored
         self._admitting = request

@@ -132,6 +132,29 @@ def test_sparse_pools_of_restored_blocks_match_the_computed_ones(default_model, 
             assert torch.equal(a.k8[:, : blocks * 64].view(torch.uint8), b.k8[:, : blocks * 64].view(torch.uint8))
 
 
+@pytest.mark.slow
+def test_a_prompt_that_prefills_sparsely_is_restored_up_to_a_grid_line(default_model, tmp_path):
+    """Where each prefill chunk selects what it attends, a prompt's chunks keep one grid: restored
+    from disk only up to a grid line, the rest prefills in the cold run's chunks, to its tokens."""
+    config = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budget_tokens=256, target_mass=None)
+
+    def engine():
+        e = LLMEngine.load(default_model, EngineOptions(dtype="bf16", attention="sparse-fp8", sparse=config,
+                                                        max_context=8192 + 64, kv_cache_mib=128, kv_disk_dir=tmp_path))
+        e.model.sparse = replace(e.model.sparse, remap_beyond=700)
+        return e
+
+    first = engine()
+    grid = first.options.prefill_chunk
+    prompt = first.encode(PROMPT)[: 2 * grid + 376]  # five whole 256-token chunks end past the grid line
+    cold = list(first.generate(prompt, PARAMS))
+    first.persistence.flush()
+    assert len(chunk_files(tmp_path)) == len(prompt) // 256 == 5
+    resumed = list(engine().generate(prompt, PARAMS))
+    assert resumed[-1].stats.num_disk_tokens == 2 * grid
+    assert "".join(c.text for c in resumed) == "".join(c.text for c in cold)
+
+
 def random_chunk(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(2, 3, 4, 8, 16, generator=g).to(torch.bfloat16),
