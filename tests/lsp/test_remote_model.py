@@ -30,7 +30,7 @@ async def test_inline_completions_come_from_the_configured_server(tmp_path: Path
     shutil.copytree(SAMPLE_REPO, repo)
     config = tmp_path / "config" / "zhiyin" / "config.toml"  # the server_env's XDG_CONFIG_HOME
     config.parent.mkdir(parents=True)
-    config.write_text(f'[openai]\nbase_url = "{url}"\nmax_retries = 0\ntimeout_s = 10\n')
+    config.write_text(f'[openai]\nbase_url = "{url}"\nmax_retries = 0\ntimeout_s = 60\n')
     client, _result = await start(tmp_path, repo, options={"embeddings": False})
     try:
         uri, cursor = open_orders(client, repo)
