@@ -53,7 +53,7 @@ class SparseConfig:
     remap_budget_tokens: int = 512  # past the window, selected per decode step (`remapped_budget_tokens`)
     pack_by_score: bool = True  # past the window, the best selected blocks nearest it (`packed_shifts`)
     memory_decay: float = 0.9  # past the window, a block's decode score keeps this share of its last (sparse_memory.py)
-    prefill_by_largest: bool = False  # prefill ranks middle blocks by one sampled query's largest share, not the sum
+    prefill_by_largest: bool = True  # prefill ranks middle blocks by one sampled query's largest share, not the sum
     probe: bool = False  # probe every step: exact masses and an oracle's (benchmarks, tests)
 
     def __post_init__(self) -> None:
