@@ -23,7 +23,7 @@ from engine import EngineOptions, LLMEngine
 from engine.model_files import default_model_path
 
 VARIANTS = {
-    "default": {},  # packed by score, the selection remembered, 512 tokens selected per decode step
+    "default": {},  # packed by score, the selection remembered, 512 tokens per decode step, prefill by largest share
     "quest": {"scan_tokens": 0},  # Quest's bound preselects 4x the budget at every length
     "no-fp8": {"high_precision_share": 1.0},
     "budget-1024": {"remap_budget_tokens": 1024},
@@ -32,7 +32,7 @@ VARIANTS = {
     "text-order": {"pack_by_score": False},  # the selected blocks packed in text order
     "no-memory": {"memory_decay": 0.0},  # each decode step selects afresh
     "memory-0.97": {"memory_decay": 0.97},  # a longer memory
-    "prefill-largest": {"prefill_by_largest": True},  # changes the prefill: one variant per process
+    "prefill-sum": {"prefill_by_largest": False},  # prefill ranks by the shares' sum: one variant per process
 }
 
 
