@@ -104,18 +104,22 @@ def test_the_disk_budget_evicts_and_never_fails(default_model, tmp_path):
     assert store.disk_bytes() <= 12 << 20 and store.stats.evicted > 0 and len(chunk_files(tmp_path)) == 2
 
 
+def remapping_engine(default_model, folder: Path) -> LLMEngine:
+    """A sparse engine with a disk tier that remaps (so prefills sparsely) past 700 tokens."""
+    config = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budget_tokens=256, target_mass=None)
+    e = LLMEngine.load(default_model, EngineOptions(dtype="bf16", attention="sparse-fp8", sparse=config,
+                                                    max_context=8192 + 64, kv_cache_mib=128, kv_disk_dir=folder))
+    e.model.sparse = replace(e.model.sparse, remap_beyond=700)
+    return e
+
+
 @pytest.mark.slow
 def test_sparse_pools_of_restored_blocks_match_the_computed_ones(default_model, tmp_path):
     """Past the trained window, decode reads block bounds and FP8 keys (rotated and not): rebuilt from
     restored keys, they are those the prefill wrote, bit for bit (bf16: the pre-RoPE keys are the
     cached ones rotated back in both), and the continuation is the same."""
-    config = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budget_tokens=256, target_mass=None)
-
     def engine():
-        e = LLMEngine.load(default_model, EngineOptions(dtype="bf16", attention="sparse-fp8", sparse=config,
-                                                        max_context=8192 + 64, kv_cache_mib=128, kv_disk_dir=tmp_path))
-        e.model.sparse = replace(e.model.sparse, remap_beyond=700)
-        return e
+        return remapping_engine(default_model, tmp_path)
 
     first = engine()
     text, _ = run(first)
@@ -136,13 +140,8 @@ def test_sparse_pools_of_restored_blocks_match_the_computed_ones(default_model, 
 def test_a_prompt_that_prefills_sparsely_is_restored_up_to_a_grid_line(default_model, tmp_path):
     """Where each prefill chunk selects what it attends, a prompt's chunks keep one grid: restored
     from disk only up to a grid line, the rest prefills in the cold run's chunks, to its tokens."""
-    config = SparseConfig(sink_tokens=64, window_tokens=256, recent_tokens=128, budget_tokens=256, target_mass=None)
-
     def engine():
-        e = LLMEngine.load(default_model, EngineOptions(dtype="bf16", attention="sparse-fp8", sparse=config,
-                                                        max_context=8192 + 64, kv_cache_mib=128, kv_disk_dir=tmp_path))
-        e.model.sparse = replace(e.model.sparse, remap_beyond=700)
-        return e
+        return remapping_engine(default_model, tmp_path)
 
     first = engine()
     grid = first.options.prefill_chunk
