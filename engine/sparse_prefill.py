@@ -7,8 +7,8 @@ context. So each chunk's queries attend, like a sparse decode step (`SparseConfi
   (`packed_shifts`): scored for a sample of the chunk's queries at distance
   `window_tokens` from the unrotated keys, in two stages as in decode (Quest's bound, then exact
   logits on the int8 keys of a few times the budget, or of every middle block up to `scan_tokens`;
-  attention shares summed over queries and the GQA group), then read from the cache and moved to
-  their packed positions.
+  each block's attention share, summed over the GQA group, at its largest over the queries), then
+  read from the cache and moved to their packed positions.
 The three parts are merged by log-sum-exp. Middle blocks are ranked by their largest share of one
 sampled query (summed over the GQA group; `SparseConfig.prefill_by_largest`), which also starts the
 sequence's selection memory (`sparse_memory.py`) that the decode steps after it keep: the name just

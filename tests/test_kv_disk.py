@@ -37,6 +37,17 @@ def chunk_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*/*.kv"))
 
 
+def in_new_process(folder: Path, body: str) -> subprocess.CompletedProcess:
+    """Runs `body` in a new Python process where `e` is the default model's engine with its disk tier in
+    `folder`, PROMPT is this module's, and json, sys and SamplingParams are imported."""
+    code = ("import json, sys; from pathlib import Path; from engine import EngineOptions, LLMEngine, SamplingParams;"
+            "from engine.model_files import default_model_path; PROMPT = sys.argv[2];"
+            "e = LLMEngine.load(default_model_path(), EngineOptions(kv_disk_dir=Path(sys.argv[1]), kv_cache_mib=64));"
+            + body)
+    return subprocess.run([sys.executable, "-c", code, str(folder), PROMPT], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=False)
+
+
 @pytest.mark.slow
 def test_a_new_process_restores_the_prefix_from_disk(default_model, tmp_path):
     first = engine_with_disk(default_model, tmp_path)
@@ -44,13 +55,9 @@ def test_a_new_process_restores_the_prefix_from_disk(default_model, tmp_path):
     prompt_len = len(first.encode(PROMPT))
     whole_chunks = prompt_len // 256
     assert stats.num_disk_tokens == 0 and len(chunk_files(tmp_path)) == whole_chunks >= 4
-    code = ("import json, sys; from pathlib import Path; from engine import EngineOptions, LLMEngine, SamplingParams;"
-            "from engine.model_files import default_model_path;"
-            "e = LLMEngine.load(default_model_path(), EngineOptions(kv_disk_dir=Path(sys.argv[1]), kv_cache_mib=64));"
-            "c = list(e.generate(sys.argv[2], SamplingParams(max_tokens=12, ignore_eos=True)));"
-            "print(json.dumps({'text': ''.join(x.text for x in c), 'disk': c[-1].stats.num_disk_tokens}))")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), PROMPT], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, check=False)
+    done = in_new_process(tmp_path, "c = list(e.generate(PROMPT, SamplingParams(max_tokens=12, ignore_eos=True)));"
+                          "print(json.dumps({'text': ''.join(x.text for x in c),"
+                          "                  'disk': c[-1].stats.num_disk_tokens}))")
     assert done.returncode == 0, done.stderr
     second = json.loads(done.stdout)
     restorable = min(whole_chunks * 256, (prompt_len - 1) // 256 * 256)  # the last token is always computed
@@ -61,13 +68,8 @@ def test_a_new_process_restores_the_prefix_from_disk(default_model, tmp_path):
 def test_a_process_that_exits_mid_generation_exits_cleanly_and_leaves_its_chunks(default_model, tmp_path):
     """The engine loop is still decoding when the interpreter exits: it is stopped and joined (a daemon
     thread inside torch at finalization aborts the process, status 134), then the queued chunks are written."""
-    code = ("import sys; from pathlib import Path; from engine import EngineOptions, LLMEngine, SamplingParams;"
-            "from engine.model_files import default_model_path;"
-            "e = LLMEngine.load(default_model_path(), EngineOptions(kv_disk_dir=Path(sys.argv[1]), kv_cache_mib=64));"
-            "g = e.generate(sys.argv[2], SamplingParams(max_tokens=500, ignore_eos=True)); next(g); next(g);"
-            "print(len(e.encode(sys.argv[2])), flush=True); sys.exit(0)")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), PROMPT], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, check=False)
+    done = in_new_process(tmp_path, "g = e.generate(PROMPT, SamplingParams(max_tokens=500, ignore_eos=True));"
+                          "next(g); next(g); print(len(e.encode(PROMPT)), flush=True); sys.exit(0)")
     assert done.returncode == 0, done.stderr
     assert len(chunk_files(tmp_path)) == int(done.stdout) // 256 >= 4
 
